@@ -1,0 +1,84 @@
+"""Tidy results written atomically, one row per finished unit of work.
+
+A sweep asks the store which units are still missing, computes them one by one and adds a
+row after each; a run interrupted at any point loses at most the unit in progress, and the
+rerun skips every unit already in ``runs.csv`` (design.md, "Caching and resumption").
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+class RunStore:
+    """``runs.csv`` of one run: rows keyed by the columns in ``key``.
+
+    Args:
+        results_dir: ``results/<profile>/<notebook>/<run>/``.
+        key: the columns that identify a unit of work (e.g. ``("target", "method", "seed")``).
+    """
+
+    def __init__(self, results_dir: Path, key: Iterable[str]):
+        self.path = Path(results_dir) / "runs.csv"
+        self.key = tuple(key)
+        self._frame = pd.read_csv(self.path) if self.path.exists() else pd.DataFrame()
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return self._frame.copy()
+
+    def _unit(self, values: Mapping[str, Any]) -> tuple:
+        return tuple(str(values[k]) for k in self.key)
+
+    def done(self) -> set[tuple]:
+        if self._frame.empty:
+            return set()
+        return {self._unit(row) for row in self._frame[list(self.key)].to_dict("records")}
+
+    def pending(self, units: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
+        """Yield the units (mappings holding the key columns) that have no row yet."""
+        finished = self.done()
+        for unit in units:
+            if self._unit(unit) not in finished:
+                yield unit
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        """Append the row of one finished unit and rewrite ``runs.csv`` atomically."""
+        self.add_many([row])
+
+    def add_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Append all rows of one finished unit (e.g. one per shot budget) in one write."""
+        rows = [dict(r) for r in rows]
+        finished = self.done()
+        for row in rows:
+            missing = [k for k in self.key if k not in row]
+            if missing:
+                raise ValueError(f"row lacks key columns {missing}")
+            if self._unit(row) in finished:
+                raise ValueError(f"unit {self._unit(row)} already recorded in {self.path}")
+        frame = pd.concat([self._frame, pd.DataFrame(rows)], ignore_index=True)
+        atomic_write_text(self.path, frame.to_csv(index=False))
+        self._frame = frame

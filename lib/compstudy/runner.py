@@ -1,0 +1,165 @@
+"""Execute notebooks with papermill over the YAML configs, with a cache and resumption.
+
+``python -m compstudy.runner run NB RUN --profile P`` executes ``notebooks/NB.py`` with
+``configs/P/NB/RUN.yaml`` into ``book/runs/NB/RUN.ipynb``; ``all --profile P`` does every
+run of every notebook in dependency order; ``check`` validates every YAML of every profile.
+
+Cache key = hash(notebook text, resolved config, library source). A run whose executed
+notebook carries the current key is skipped. The executed notebook is written to a
+temporary name and renamed on success, so a failed run never looks finished. The results
+folder remembers the key its rows were computed under: a rerun with the same key resumes
+(the notebook skips finished rows), a new key starts the results afresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+from . import config, paths
+from .errors import ConfigError
+from .results import atomic_write_text
+
+LIB_DIR = Path(__file__).resolve().parent
+KEY_FILE = ".run_key"
+
+
+def library_digest() -> str:
+    """Hash of every source file of the package: editing the library invalidates runs."""
+    sources = sorted(LIB_DIR.rglob("*.py"))
+    return config.digest({str(p.relative_to(LIB_DIR)): p.read_text() for p in sources})
+
+
+def run_key(notebook: str, params: dict) -> str:
+    return config.digest({
+        "notebook": config.notebook_path(notebook).read_text(),
+        "params": params,
+        "library": library_digest(),
+    })
+
+
+def output_path(notebook: str, run: str) -> Path:
+    return paths.RUNS_DIR / notebook / f"{run}.ipynb"
+
+
+def stored_key(notebook_file: Path) -> str | None:
+    if not notebook_file.exists():
+        return None
+    try:
+        return nbformat.read(notebook_file, as_version=4).metadata.get("compstudy", {}).get("key")
+    except Exception:  # a corrupt notebook is simply stale
+        return None
+
+
+def _prepare_results(results_dir: Path, key: str) -> None:
+    """Keep rows computed under ``key`` (resume); drop rows from another config or code."""
+    key_file = results_dir / KEY_FILE
+    if results_dir.exists() and (not key_file.exists() or key_file.read_text() != key):
+        shutil.rmtree(results_dir)
+    atomic_write_text(key_file, key)
+
+
+def run(notebook: str, run_name: str, profile: str, force: bool = False) -> bool:
+    """Execute one run; return False when it was skipped because its cache key is unchanged."""
+    overrides = config.load_overrides(profile, notebook, run_name)
+    params = config.validate(notebook, overrides)
+    key = run_key(notebook, params)
+    out = output_path(notebook, run_name)
+    if not force and stored_key(out) == key:
+        print(f"[skip] {notebook}/{run_name} ({profile}): unchanged")
+        return False
+
+    import jupytext
+    import papermill
+
+    results_dir = config.RunConfig(notebook, params).results_dir
+    _prepare_results(results_dir, key)
+    out.unlink(missing_ok=True)  # a stale page must not stand in for a run that fails
+    source = jupytext.read(config.notebook_path(notebook))
+    source.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"_tmp_{run_name}.ipynb")
+    print(f"[run ] {notebook}/{run_name} ({profile})", flush=True)
+    start = time.perf_counter()
+    try:
+        executed = papermill.execute_notebook(
+            source, str(tmp), parameters=overrides, kernel_name="python3",
+            cwd=str(paths.REPO_ROOT), progress_bar=False)
+    except papermill.PapermillExecutionError as error:
+        tmp.unlink(missing_ok=True)
+        if error.ename == "ConfigError":
+            raise ConfigError(error.evalue) from None
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    seconds = time.perf_counter() - start
+    executed.metadata["compstudy"] = {"key": key, "profile": profile, "seconds": round(seconds, 1)}
+    nbformat.write(executed, tmp)
+    tmp.replace(out)
+    print(f"[done] {notebook}/{run_name} ({profile}) in {seconds:.0f} s", flush=True)
+    return True
+
+
+def run_all(profile: str, notebooks: list[str] | None = None) -> None:
+    """Every run of every notebook, in dependency order; failures are reported at the end."""
+    failures = []
+    for notebook in notebooks or config.notebook_names():
+        for run_name in config.run_names(profile, notebook):
+            try:
+                run(notebook, run_name, profile)
+            except Exception as error:  # keep going, fail at the end (d2l / cal-itp habit)
+                failures.append(f"{notebook}/{run_name}: {type(error).__name__}: {error}")
+    if failures:
+        raise RuntimeError("failed runs:\n  " + "\n  ".join(failures))
+
+
+def check_all() -> int:
+    """Validate every YAML of every profile against its notebook's parameters."""
+    count = 0
+    for profile in config.PROFILES:
+        for folder in sorted((paths.CONFIGS_DIR / profile).glob("*")):
+            for yaml_file in sorted(folder.glob("*.yaml")):
+                config.load_overrides(profile, folder.name, yaml_file.stem)
+                count += 1
+    return count
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m compstudy.runner", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    one = sub.add_parser("run", help="execute one run of one notebook")
+    one.add_argument("notebook")
+    one.add_argument("run", nargs="?", default="main")
+    one.add_argument("--profile", default="cpu")
+    one.add_argument("--force", action="store_true", help="ignore the cache")
+    every = sub.add_parser("all", help="every run of every notebook, in order")
+    every.add_argument("--profile", default="cpu")
+    sub.add_parser("check", help="validate every YAML of every profile")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            config.check_profile(args.profile)
+            run(args.notebook, args.run, args.profile, force=args.force)
+        elif args.command == "all":
+            run_all(config.check_profile(args.profile))
+        else:
+            print(f"{check_all()} configs valid")
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""One fit / evaluate loop for every chapter: seeded, with tqdm progress and early stopping."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adamw", "adam")
+
+
+def progress_bar(total: int, desc: str, progress: bool = True) -> tqdm:
+    """A text progress bar (no widgets in the book); ``TQDM_DISABLE=1`` silences it in batch runs."""
+    return tqdm(total=total, desc=desc, leave=False, **({} if progress else {"disable": True}))
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Hyper-parameters of :func:`fit`.
+
+    Args:
+        epochs: passes over the training loader.
+        lr: peak learning rate; cosine-annealed to 0 over all steps.
+        optimizer: ``sgd`` (momentum 0.9, Nesterov), ``adamw`` or ``adam``.
+        weight_decay: decoupled for AdamW, L2 for SGD.
+        label_smoothing: of the cross-entropy.
+        patience: stop when validation accuracy has not improved for this many epochs
+            (None: never); the weights of the best validation epoch are restored.
+    """
+
+    epochs: int
+    lr: float
+    optimizer: str = "sgd"
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    patience: int | None = None
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid choices: "
+                              + ", ".join(OPTIMIZERS))
+        if self.epochs < 1 or self.lr <= 0:
+            raise ConfigError(f"epochs must be >= 1 and lr > 0, got {self.epochs}, {self.lr}")
+
+
+def make_optimizer(params, settings: FitSettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=settings.lr, momentum=0.9, nesterov=True,
+                               weight_decay=settings.weight_decay)
+    kind = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
+    return kind(params, lr=settings.lr, weight_decay=settings.weight_decay)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of a whole loader, in eval mode."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    for images, targets in loader:
+        logits.append(model(images))
+        labels.append(targets)
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``loader``."""
+    logits, labels = predict(model, loader)
+    return {"loss": F.cross_entropy(logits, labels).item(),
+            "accuracy": (logits.argmax(1) == labels).float().mean().item()}
+
+
+def fit(model: nn.Module, train_loader: DataLoader, settings: FitSettings,
+        val_loader: DataLoader | None = None, desc: str = "fit", progress: bool = True,
+        params=None, after_step: Callable[[], None] | None = None) -> pd.DataFrame:
+    """Train ``model`` with cross-entropy; return the history as a tidy frame.
+
+    Args:
+        params: the tensors to train (default: all of ``model``).
+        after_step: called after every optimiser step (e.g. to re-apply a sparsity mask).
+
+    Returns:
+        Columns ``epoch, split, metric, value`` with split ``train`` (running means) and
+        ``val`` (when a validation loader is given).
+    """
+    params = list(model.parameters() if params is None else params)
+    optimizer = make_optimizer(params, settings)
+    total = settings.epochs * len(train_loader)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
+    rows, best, best_state, stale = [], -1.0, None, 0
+    bar = progress_bar(total, desc, progress)
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        loss_sum = correct = seen = 0
+        for images, targets in train_loader:
+            logits = model(images)
+            loss = F.cross_entropy(logits, targets, label_smoothing=settings.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if after_step is not None:
+                after_step()
+            loss_sum += loss.item() * len(targets)
+            correct += (logits.argmax(1) == targets).sum().item()
+            seen += len(targets)
+            bar.update()
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+        rows += [(epoch, "train", "loss", loss_sum / seen), (epoch, "train", "accuracy", correct / seen)]
+        if val_loader is not None:
+            metrics = evaluate(model, val_loader)
+            rows += [(epoch, "val", name, value) for name, value in metrics.items()]
+            if metrics["accuracy"] > best:
+                best, stale = metrics["accuracy"], 0
+                if settings.patience is not None:
+                    best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+                if settings.patience is not None and stale >= settings.patience:
+                    break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return pd.DataFrame(rows, columns=["epoch", "split", "metric", "value"])

@@ -1,0 +1,80 @@
+"""Every notebook under the smoke profile, then an offline book build from its outputs."""
+
+import ast
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from compstudy import config
+
+from conftest import PYTHON, REPO, copy_study, study_env
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_stay_thin(path):
+    """No algorithm lives only in a notebook: no def/class, no machine paths, no .cuda()."""
+    source = path.read_text()
+    tree = ast.parse(source)
+    defined = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    assert defined == [], f"move {defined} into compstudy"
+    assert ".cuda()" not in source
+    assert not re.search(r"['\"]/(home|data|root|scratch)/", source)
+    assert re.search(r'# %% tags=\["parameters"\]', source)
+
+
+@pytest.fixture(scope="module")
+def smoke_book(tmp_path_factory):
+    """Run every notebook of the study under `smoke` in a copy of the repo, then build the book."""
+    root = copy_study(tmp_path_factory.mktemp("study"))
+    env = study_env(root)
+    start = time.perf_counter()
+    runs = subprocess.run([PYTHON, "-m", "compstudy.runner", "all", "--profile", "smoke"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    run_seconds = time.perf_counter() - start
+    assert runs.returncode == 0, runs.stdout + runs.stderr
+    jb = Path(PYTHON).with_name("jupyter-book")
+    build = subprocess.run([str(jb), "build", str(root / "book"), "-n", "-W", "--keep-going"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    print(f"smoke runs {run_seconds:.0f} s")
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", config.notebook_names())
+def test_notebook_ran_under_smoke_without_errors(smoke_book, notebook):
+    for run in config.run_names("smoke", notebook):
+        executed = nbformat.read(smoke_book / "book" / "runs" / notebook / f"{run}.ipynb", 4)
+        assert executed.metadata["compstudy"]["profile"] == "smoke"
+        outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        assert not [o for o in outputs if o.output_type == "error"]
+        assert any("image/png" in o.get("data", {}) for o in outputs), "no figure in the run"
+        results = smoke_book / "results" / "smoke" / notebook / run
+        assert (results / "runs.csv").exists() and list((results / "figures").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_book_contains_the_figures_and_loads_nothing_from_the_network(smoke_book):
+    html = smoke_book / "_build" / "html"
+    page = html / "runs" / "00_upstream" / "main.html"
+    assert page.exists()
+    text = page.read_text()
+    assert len(re.findall(r"<img[^>]+src=\"[^\"]+\.png\"", text)) >= 5
+    for document in html.rglob("*.html"):
+        content = document.read_text()
+        external = re.findall(r"<(?:script|link|img|iframe)[^>]+(?:src|href)=\"(?:https?:)?//", content)
+        assert not external, f"{document} loads {external[:3]}"
+    assert (html / "_static" / "mathjax").exists(), "MathJax must be served locally"
+
+
+@pytest.mark.slow
+def test_second_run_with_nothing_changed_skips_everything(smoke_book):
+    done = subprocess.run([PYTHON, "-m", "compstudy.runner", "all", "--profile", "smoke"],
+                          capture_output=True, text=True, env=study_env(smoke_book), timeout=300)
+    assert done.returncode == 0 and "[run ]" not in done.stdout and "[skip]" in done.stdout
