@@ -64,7 +64,9 @@ def test_skip_rerun_on_config_change_and_resume_after_interruption(toy_study, mo
     out = runner.output_path("00_toy", "main")
     assert runner.run("00_toy", "main", "smoke") is True
     assert out.exists() and len(rows(toy_study)) == 5
-    assert nbformat.read(out, 4).metadata["compstudy"]["profile"] == "smoke"
+    executed = nbformat.read(out, 4)
+    assert executed.metadata["compstudy"]["profile"] == "smoke"
+    assert any("make run NB=00_toy RUN=main PROFILE=smoke" in c.source for c in executed.cells)
     assert runner.run("00_toy", "main", "smoke") is False  # unchanged: skipped
 
     yaml_file = toy_study / "configs" / "smoke" / "00_toy" / "main.yaml"

@@ -28,10 +28,10 @@ the tensors a fresh generation would.
 from __future__ import annotations
 
 import hashlib
+import io
 import numbers
 import os
 import pickle
-import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +44,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 
 from compstudy.errors import ConfigError, unknown_choice
 from compstudy.paths import ARTIFACTS_DIR, data_root
+from compstudy.results import atomic_write_bytes
 
 GENERATOR_VERSION = 1  # bump whenever generated pixels (or real-set conversion) change
 SIZE = 32
@@ -645,16 +646,10 @@ def _cached(path: Path, build: Callable[[], ImageSet]) -> ImageSet:
         d = torch.load(path, weights_only=True)
         return ImageSet(d["name"], d["images"], d["labels"], tuple(d["classes"]))
     ds = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"name": ds.name, "images": ds.images, "labels": ds.labels,
-                        "classes": list(ds.classes)}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save({"name": ds.name, "images": ds.images, "labels": ds.labels,
+                "classes": list(ds.classes)}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
     return ds
 
 

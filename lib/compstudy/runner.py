@@ -56,6 +56,23 @@ def stored_key(notebook_file: Path) -> str | None:
         return None
 
 
+def _label(notebook_node, notebook: str, run_name: str, profile: str) -> None:
+    """Title the page with its run and profile, and say how to reproduce it.
+
+    Every run of a notebook shares its H1; without this the book's navigation would list
+    identical titles for the main run and each ablation.
+    """
+    first = notebook_node.cells[0]
+    if first.cell_type == "markdown" and first.source.startswith("# "):
+        title, _, rest = first.source.partition("\n")
+        first.source = f"{title} · {run_name} ({profile})\n{rest}"
+    reproduce = nbformat.v4.new_markdown_cell(
+        f"*Run `{run_name}` of profile `{profile}`. Reproduce with "
+        f"`make run NB={notebook} RUN={run_name} PROFILE={profile}`; its overrides are in "
+        f"`configs/{profile}/{notebook}/{run_name}.yaml`.*")
+    notebook_node.cells.insert(1, reproduce)
+
+
 def _prepare_results(results_dir: Path, key: str) -> None:
     """Keep rows computed under ``key`` (resume); drop rows from another config or code."""
     key_file = results_dir / KEY_FILE
@@ -81,6 +98,7 @@ def run(notebook: str, run_name: str, profile: str, force: bool = False) -> bool
     _prepare_results(results_dir, key)
     out.unlink(missing_ok=True)  # a stale page must not stand in for a run that fails
     source = jupytext.read(config.notebook_path(notebook))
+    _label(source, notebook, run_name, profile)
     source.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                      "language": "python"}
     out.parent.mkdir(parents=True, exist_ok=True)
