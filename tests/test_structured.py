@@ -1,0 +1,178 @@
+"""Chapter 2 pruning: L1 filters, slimming, unstructured masks, Scratch-B budget, errors."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from compstudy import cifar_models as cm
+from compstudy import config, data, structured
+from compstudy.errors import ConfigError
+
+
+def _randomise_bn(model, seed=0):
+    """Non-trivial BN statistics so slicing mistakes show in the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            m.weight.data = torch.rand(m.num_features, generator=g) + 0.5
+            m.bias.data = torch.randn(m.num_features, generator=g) * 0.1
+            m.running_mean = torch.randn(m.num_features, generator=g) * 0.1
+            m.running_var = torch.rand(m.num_features, generator=g) + 0.5
+    return model.eval()
+
+
+def _zero_channels(conv, bn, keep):
+    """The original network with the removed filters zeroed: conv filter and its BN output."""
+    drop = torch.ones(conv.out_channels, dtype=torch.bool)
+    drop[keep] = False
+    conv.weight.data[drop] = 0
+    bn.weight.data[drop] = 0
+    bn.bias.data[drop] = 0
+
+
+def test_l1_keeps_exactly_the_filters_of_largest_l1_norm():
+    conv = nn.Conv2d(3, 8, 3, bias=False)
+    norms = conv.weight.detach().abs().sum(dim=(1, 2, 3))
+    keep = structured.l1_keep(conv, 5)
+    assert set(keep.tolist()) == set(norms.argsort(descending=True)[:5].tolist())
+    assert keep.tolist() == sorted(keep.tolist())
+    assert structured.n_keep(16, 0.5) == 8 and structured.n_keep(16, 0.1) == 14  # int(n (1 - r))
+
+
+def test_pruned_vgg_equals_original_with_those_filters_zeroed():
+    torch.manual_seed(0)
+    model = _randomise_bn(cm.vgg(10, "vgg16", 0.125))
+    keep = structured.vgg_l1_keep(model, structured.VGG16_A_RATIOS)
+    pruned = structured.prune_vgg(model, keep)
+    assert pruned.conv_widths() == [len(k) for k in keep]
+    assert pruned.conv_widths() == cm.vgg(10, "vgg16_a", 0.125).conv_widths()  # VGG-16-A
+    reference = copy.deepcopy(model)
+    for (conv, bn), idx in zip(reference.conv_bn_pairs(), keep):
+        _zero_channels(conv, bn, idx)
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(pruned(x), reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_pruned_resnet_equals_original_with_those_filters_zeroed():
+    torch.manual_seed(1)
+    model = _randomise_bn(cm.resnet(10, 20, 0.5))
+    skip = structured.resnet56_skip_blocks(structured.RESNET56_SKIP_IDS["B"], 20)
+    keep = structured.resnet_l1_keep(model, [0.6, 0.3, 0.1], skip)
+    pruned = structured.prune_resnet(model, keep)
+    assert pruned.spec["inner_widths"] == [len(k) for k in keep]
+    assert [len(k) for k in keep] == [3, 3, 8, 16, 11, 16, 32, 28, 32]
+    reference = copy.deepcopy(model)
+    for block, idx in zip(reference.blocks, keep):
+        _zero_channels(block.conv1, block.bn1, idx)
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(pruned(x), reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_resnet56_skip_ids_map_to_blocks():
+    assert structured.resnet56_skip_blocks([16, 20, 38, 54], 56) == {7, 9, 18, 26}
+    assert structured.resnet56_skip_blocks([16, 20, 38, 54], 20) == {2, 3, 6, 8}
+
+
+def test_slimming_threshold_removes_the_asked_fraction():
+    torch.manual_seed(2)
+    model = _randomise_bn(cm.vgg(10, "vgg16", 0.25))
+    total = sum(bn.num_features for _, bn in model.conv_bn_pairs())
+    for ratio in (0.3, 0.5, 0.7):
+        keep = structured.slimming_keep(model, ratio)
+        kept = sum(len(k) for k in keep)
+        assert total - kept == int(ratio * total)
+        # one global threshold: every kept |γ| exceeds every removed |γ|
+        kept_g = torch.cat([bn.weight.abs()[k] for (_, bn), k in zip(model.conv_bn_pairs(), keep)])
+        all_g = torch.cat([bn.weight.abs() for _, bn in model.conv_bn_pairs()])
+        assert kept_g.min() > all_g.sort().values[int(ratio * total) - 1] - 1e-12
+        pruned = structured.prune_vgg(model, keep)
+        assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_slimming_penalty_changes_only_bn_scale_gradients():
+    torch.manual_seed(3)
+    model = cm.vgg(10, "vgg16", 0.125).train()
+    nn.functional.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 3])).backward()
+    before = {n: p.grad.clone() for n, p in model.named_parameters()}
+    structured.add_bn_l1_subgradient(model, 0.01)
+    bn2d_scales = {f"features.{i}.weight" for i, m in enumerate(model.features) if isinstance(m, nn.BatchNorm2d)}
+    for name, p in model.named_parameters():
+        if name in bn2d_scales:
+            torch.testing.assert_close(p.grad, before[name] + 0.01 * torch.sign(p.detach()))
+        else:
+            assert torch.equal(p.grad, before[name]), name
+
+
+def test_unstructured_masks_reach_sparsity_and_stay_zero_through_training():
+    torch.manual_seed(4)
+    model = cm.vgg(10, "vgg16", 0.125)
+    masks = structured.global_magnitude_masks(model, 0.6)
+    n = sum(m.numel() for m in masks.values())
+    assert sum(int((m == 0).sum()) for m in masks.values()) == int(0.6 * n)
+    structured.apply_masks(model, masks)
+    ds = data.ImageSet("t", torch.randint(0, 255, (32, 3, 32, 32), dtype=torch.uint8),
+                       torch.arange(32) % 10, tuple("abcdefghij"))
+    loader = data.make_loader(ds, 16, shuffle=True)
+    structured.train_model(model, loader, epochs=2, lr=0.1, weight_decay=5e-4, masks=masks)
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        assert torch.all(params[name][mask == 0] == 0), name
+    assert (params["features.0.weight"] != 0).any()
+    dense = structured.metrics.count_macs(model)
+    assert structured.sparse_macs(model) < dense
+
+
+@pytest.mark.parametrize("macs_pruned, expected", [(100, 10), (80, 12), (50, 20), (10, 20), (66, 15)])
+def test_scratch_b_epochs_follow_the_macs_ratio_and_the_cap(macs_pruned, expected):
+    assert structured.scratch_b_epochs(10, 100, macs_pruned, cap=2.0) == expected
+
+
+def test_scratch_b_without_cap_and_bad_macs():
+    assert structured.scratch_b_epochs(160, 300, 100, cap=10.0) == 480
+    with pytest.raises(ConfigError):
+        structured.scratch_b_epochs(10, 100, 0)
+
+
+def _params(**changes):
+    return config.validate("02_pruning_value", {}) | changes
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"slim_ratio": 1.0}, r"^slim_ratio must lie in \[0, 1\), got 1.0$"),
+    ({"unstructured_sparsity": -0.1}, r"^unstructured_sparsity must lie in \[0, 1\)"),
+    ({"vgg_layer_ratios": [0.5] * 12}, r"^vgg_layer_ratios needs one ratio per VGG-16 conv layer \(13\), got 12"),
+    ({"vgg_layer_ratios": [0.5] * 12 + [1.2]}, r"^vgg_layer_ratios\[12\] must lie in \[0, 1\)"),
+    ({"resnet_stage_ratios": {"A": [0.1, 0.1]}}, r"^resnet_stage_ratios\[A\] needs one ratio per ResNet stage \(3\)"),
+    ({"methods": ["l1_vgg", "thinet"]}, r"^unknown pruning method 'thinet'; valid choices: l1_vgg, l1_resnet"),
+    ({"regimes": ["lottery"]}, r"^unknown training regime 'lottery'"),
+    ({"resnet_depth": 21}, r"6n\+2"),
+])
+def test_bad_configs_stop_with_one_line(changes, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        structured.validate_config(_params(**changes))
+    assert "\n" not in str(error.value)
+
+
+def test_prune_ratio_errors_from_library_calls():
+    model = cm.vgg(10, "vgg16", 0.125)
+    with pytest.raises(ConfigError, match="one ratio per VGG conv layer"):
+        structured.vgg_l1_keep(model, [0.5, 0.5])
+    with pytest.raises(ConfigError, match="must lie in"):
+        structured.slimming_keep(model, 1.5)
+    with pytest.raises(ConfigError, match="unknown pruning method 'magic'"):
+        structured.check_method("magic")
+
+
+def test_study_units_and_pruned_widths(tmp_path, monkeypatch):
+    monkeypatch.setattr(structured.paths, "ARTIFACTS_DIR", tmp_path)
+    params = _params(train_per_class=2, test_per_class=1, seeds=[0], base_epochs=1, batch_size=8)
+    study = structured.Study(params)
+    units = study.units()
+    assert len({(u["method"], u["arch"], u["regime"], u["seed"]) for u in units}) == len(units)
+    assert sum(u["regime"] == "uniform_e" for u in units) == 1
+    row = study.run({"method": "l1_vgg", "arch": "VGG-16-A", "regime": "scratch_b", "seed": 0})
+    assert row["mac_reduction"] > 1 and row["epochs"] == structured.scratch_b_epochs(
+        1, row["mac_reduction"], 1, 2.0)
+    assert list((tmp_path / structured.ARTIFACT_SUBDIR).glob("vgg-s0-*.pt"))
