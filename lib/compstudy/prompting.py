@@ -174,8 +174,7 @@ def train_prompt(model: nn.Module, train_set: data.ImageSet, mapping: str, epoch
     prompt = PadPrompt(train_set.images.shape[-1], canvas)
     result = PromptResult(prompt, random_mapping(k_s, len(train_set.classes), seed))
     optimizer = torch.optim.Adam(prompt.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=[int(0.5 * epochs), int(0.72 * epochs)], gamma=0.1)
+    scheduler = _paper_schedule(optimizer, epochs)
     g = torch.Generator().manual_seed(seed)
     n = len(train_set)
     bar = train.progress_bar(epochs * -(-n // batch_size), f"prompt {mapping}", progress)
@@ -204,14 +203,19 @@ def prompt_logits(model: nn.Module, result: PromptResult, images_uint8: torch.Te
     return source_logits(model, result.prompt, images_uint8)[:, result.mapping]
 
 
+def _paper_schedule(optimizer: torch.optim.Optimizer, epochs: int):
+    """The ILM-VP schedule for both VP and LP: x0.1 at 50 % and 72 % of the epochs (§1.4)."""
+    return torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=[int(0.5 * epochs), int(0.72 * epochs)], gamma=0.1)
+
+
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, epochs: int = 100,
                  lr: float = 0.01, batch_size: int = 128, seed: int = 0) -> nn.Linear:
     """A new linear head on frozen features: Adam, MultiStepLR x0.1 at 50 % / 72 % of epochs."""
     torch.manual_seed(seed)
     head = nn.Linear(train_x.shape[1], num_classes)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=[int(0.5 * epochs), int(0.72 * epochs)], gamma=0.1)
+    scheduler = _paper_schedule(optimizer, epochs)
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         order = torch.randperm(len(train_y), generator=g)

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import config, data, paths
+from . import config, data, paths, train
 from .errors import ConfigError, unknown_choice
 from .results import atomic_write_bytes
 from .seeding import seed_everything
@@ -193,8 +193,9 @@ def _batches(images: data.ImageSet, batch_size: int, seed: int) -> Iterator[tupl
 
 
 def _optimizer(model: nn.Module, recipe: SparseRecipe, steps: int):
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True,
-                          weight_decay=recipe.weight_decay)
+    settings = train.FitSettings(epochs=1, lr=recipe.lr, optimizer="sgd",
+                                 weight_decay=recipe.weight_decay)
+    opt = train.make_optimizer(model.parameters(), settings)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     return opt, sched
 
