@@ -34,8 +34,11 @@ target_test_per_class = 50
 probe_shots = [5, -1]  # images per class for the linear probes (-1: all)
 zoo_models = ["resnet18", "resnet34", "vit"]
 epochs = {"resnet18": 8, "resnet34": 4, "vit": 10}
-cnn_recipe = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0005, "label_smoothing": 0.1}
-vit_recipe = {"optimizer": "adamw", "lr": 0.002, "weight_decay": 0.05, "label_smoothing": 0.1}
+cnn_recipe = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0005, "label_smoothing": 0.1,
+              "warmup_epochs": 1}
+vit_recipe = {"optimizer": "adamw", "lr": 0.001, "weight_decay": 0.05, "label_smoothing": 0.1,
+              "warmup_epochs": 1, "distillation": 0.5}
+teachers = {"vit": "resnet18"}  # DeiT-style hard distillation: the ViT also learns the CNN's labels
 batch_size = 128
 distance_model = "resnet18"  # whose features measure source-to-target distance
 

@@ -5,9 +5,13 @@ Local architectures (the ``cpu`` and ``smoke`` profiles; random init, trained in
 - ``resnet18`` / ``resnet34``: timm ResNets with timm's downsampling stem (7×7 stride-2
   conv + max-pool). On 32×32 inputs the stages see 8, 4, 2, 1 pixels; a 3×3 stem without
   max-pool would cost about 15× the compute, too much for the 2-core budget.
-- ``vit``: timm ``VisionTransformer`` of width 128, depth 12, 4 heads, patch 8 (16 patch
-  tokens + CLS), the depth of ViT-B so that layer-wise methods see 12 blocks.
-- ``vit_mini``: the same with width 64 and depth 6, for the ``smoke`` profile.
+- ``vit``: timm ``VisionTransformer`` of width 64, depth 12, 4 heads, patch 4 (an 8×8 grid
+  of 64 patch tokens + CLS), the depth of ViT-B so that layer-wise methods see 12 blocks.
+  Measured on the 2-core machine it trains at about 310 images/s, against 450 for width
+  128 with patch 8 (16 tokens), but on the same 10 source epochs it transfers better to
+  every target but ``near`` (linear probes: far 43 % against 29 %, digits 75 % against 67 %)
+  and, unlike it, beats a randomly initialised copy on ``digits``.
+- ``vit_mini``: width 64, depth 6, 2 heads, patch 8, for the ``smoke`` profile.
 
 Any other name is a timm model name (``paper`` profile, e.g. ``resnet18.tv_in1k``), built
 with ImageNet weights when ``pretrained`` is set; that path needs the weights locally or
@@ -28,16 +32,16 @@ from .errors import ConfigError, unknown_choice
 IMAGE_SIZE = 32
 
 
-def _vit(num_classes: int, width: int, depth: int, heads: int) -> VisionTransformer:
-    return VisionTransformer(img_size=IMAGE_SIZE, patch_size=8, embed_dim=width, depth=depth,
+def _vit(num_classes: int, width: int, depth: int, heads: int, patch: int) -> VisionTransformer:
+    return VisionTransformer(img_size=IMAGE_SIZE, patch_size=patch, embed_dim=width, depth=depth,
                              num_heads=heads, mlp_ratio=4.0, num_classes=num_classes)
 
 
 LOCAL_ARCHITECTURES = {
     "resnet18": lambda k: timm.create_model("resnet18", num_classes=k),
     "resnet34": lambda k: timm.create_model("resnet34", num_classes=k),
-    "vit": lambda k: _vit(k, width=128, depth=12, heads=4),
-    "vit_mini": lambda k: _vit(k, width=64, depth=6, heads=2),
+    "vit": lambda k: _vit(k, width=64, depth=12, heads=4, patch=4),
+    "vit_mini": lambda k: _vit(k, width=64, depth=6, heads=2, patch=8),
 }
 
 
@@ -73,9 +77,12 @@ def adapt_input(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """Turn a batch from :func:`compstudy.data.make_loader` into what ``model`` expects.
 
     Loader batches are 32×32 and normalised with the source statistics; timm ImageNet models
-    (``paper`` profile) want their own input side and mean/std.
+    (``paper`` profile) want their own input side and mean/std. Modules without a timm
+    ``pretrained_cfg`` get the batch unchanged.
     """
-    cfg = model.pretrained_cfg
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not cfg:  # our own modules (e.g. chapter 2's CIFAR networks) take loader batches as they are
+        return batch
     mean, std = torch.tensor(cfg["mean"]).view(1, 3, 1, 1), torch.tensor(cfg["std"]).view(1, 3, 1, 1)
     source_mean = torch.tensor(data.MEAN).view(1, 3, 1, 1)
     source_std = torch.tensor(data.STD).view(1, 3, 1, 1)

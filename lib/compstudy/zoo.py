@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .results import atomic_write_bytes
 from .seeding import seed_everything
 
-ZOO_VERSION = 1  # bump when the training code changes what a checkpoint holds
+ZOO_VERSION = 2  # bump when the training code or a local architecture changes what a checkpoint holds
 UPSTREAM_NOTEBOOK = "00_upstream"
 
 
@@ -57,6 +57,7 @@ class ZooSpec:
     fit: train.FitSettings
     batch_size: int
     seed: int
+    teacher: ZooSpec | None = None  # distillation teacher (its whole spec enters the key)
     versions: Mapping[str, int] = field(default_factory=lambda: {
         "zoo": ZOO_VERSION, "data": data.GENERATOR_VERSION})
 
@@ -78,17 +79,26 @@ def specs_from_params(params: Mapping[str, Any]) -> dict[str, ZooSpec]:
     source = SourceSpec(params["source_dataset"], params["source_train_per_class"],
                         params["source_test_per_class"], params["source_val_per_class"],
                         params["seed"])
+    local = [arch for arch in params["zoo_models"] if is_local(arch)]
+    teachers = {s: t for s, t in params["teachers"].items() if s in local}
+    for student, teacher in teachers.items():
+        if teacher not in local or teacher in teachers:
+            raise ConfigError(f"teacher {teacher!r} of {student!r} must be a zoo model without "
+                              f"a teacher of its own; valid choices: "
+                              + ", ".join(a for a in local if a not in teachers))
     specs = {}
-    for arch in params["zoo_models"]:
-        if not is_local(arch):
-            continue
+    for arch in sorted(local, key=lambda a: a in teachers):  # teachers first
         if arch not in params["epochs"]:
             raise ConfigError(f"zoo model {arch!r} has no entry in epochs "
                               f"({', '.join(params['epochs']) or 'empty'})")
-        recipe = params["vit_recipe"] if arch.startswith("vit") else params["cnn_recipe"]
+        recipe = dict(params["vit_recipe"] if arch.startswith("vit") else params["cnn_recipe"])
+        if (arch in teachers) != (recipe.get("distillation", 0) > 0):
+            raise ConfigError(f"zoo model {arch!r}: give a teacher exactly when its recipe "
+                              "has distillation > 0")
         specs[arch] = ZooSpec(arch, source, train.FitSettings(epochs=params["epochs"][arch],
-                              **recipe), params["batch_size"], params["seed"])
-    return specs
+                              **recipe), params["batch_size"], params["seed"],
+                              teacher=specs.get(teachers.get(arch)))
+    return {arch: specs[arch] for arch in local}
 
 
 def load_checkpoint(spec: ZooSpec) -> tuple[nn.Module, dict]:
@@ -106,6 +116,7 @@ def pretrain(spec: ZooSpec, progress: bool = True) -> tuple[nn.Module, dict]:
     """
     if spec.path.exists():
         return load_checkpoint(spec)
+    teacher = pretrain(spec.teacher, progress)[0] if spec.teacher is not None else None
     train_set, val_set, test_set = spec.source.splits()
     seed_everything(spec.seed)
     model = models.build_model(spec.arch, len(train_set.classes))
@@ -113,7 +124,7 @@ def pretrain(spec: ZooSpec, progress: bool = True) -> tuple[nn.Module, dict]:
                               augment=True, drop_last=True)
     val_loader = data.make_loader(val_set, 256, shuffle=False)
     history = train.fit(model, loader, spec.fit, val_loader=val_loader,
-                        desc=f"pretrain {spec.arch}", progress=progress)
+                        desc=f"pretrain {spec.arch}", progress=progress, teacher=teacher)
     test = train.evaluate(model, data.make_loader(test_set, 256, shuffle=False))
     payload = {"arch": spec.arch, "num_classes": len(train_set.classes),
                "state_dict": model.state_dict(), "history": history.to_dict("list"),
