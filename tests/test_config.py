@@ -28,6 +28,23 @@ def test_parameters_are_parsed_from_the_tagged_cell_without_executing():
     assert isinstance(params["epochs"], dict)
 
 
+@pytest.mark.parametrize("notebook", config.notebook_names())
+def test_the_parameters_scan_finds_the_cell_jupytext_finds(notebook):
+    jupytext = pytest.importorskip("jupytext")
+    source = config.notebook_path(notebook).read_text()
+    tagged = [c.source for c in jupytext.reads(source, fmt="py:percent").cells
+              if "parameters" in c.metadata.get("tags", [])]
+    assert [cell.strip() for cell in config._parameters_cells(source)] == [c.strip() for c in tagged]
+
+
+def test_a_notebook_needs_exactly_one_parameters_cell():
+    one = '# %% tags=["parameters"]\nprofile = "cpu"\nrun = "main"\nseed = 0\n# %%\nx = 1\n'
+    assert dict(config._parameters_of_source(one, "one")) == {"profile": "cpu", "run": "main", "seed": 0}
+    for source in ("# %%\nseed = 0\n", one + one):
+        with pytest.raises(ConfigError, match="exactly one cell tagged 'parameters'"):
+            config._parameters_of_source(source, "bad")
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"no_such_key": 1}, "unknown config key"),
     ({"seed": "zero"}, "must be int"),

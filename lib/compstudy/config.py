@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -18,7 +19,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import jupytext
 import yaml
 
 from . import paths
@@ -45,14 +45,34 @@ def check_profile(profile: str) -> str:
     return profile
 
 
+_CELL_MARKER = re.compile(r"^# %%")
+_PARAMETERS_MARKER = re.compile(r'^# %%.*\btags=\[[^\]]*"parameters"')
+
+
+def _parameters_cells(source: str) -> list[str]:
+    """Source of each ``# %%`` cell tagged ``parameters`` in a py:percent notebook.
+
+    A plain scan of the cell markers: importing jupytext (and through it nbformat and
+    jsonschema) would add over a second to every notebook kernel's start.
+    """
+    cells, current = [], None
+    for line in source.splitlines():
+        if _CELL_MARKER.match(line):
+            current = [] if _PARAMETERS_MARKER.match(line) else None
+            if current is not None:
+                cells.append(current)
+        elif current is not None:
+            current.append(line)
+    return ["\n".join(cell) for cell in cells]
+
+
 @cache
 def _parameters_of_source(source: str, name: str) -> Mapping[str, Any]:
-    notebook = jupytext.reads(source, fmt="py:percent")
-    cells = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    cells = _parameters_cells(source)
     if len(cells) != 1:
         raise ConfigError(f"notebook {name} needs exactly one cell tagged 'parameters'")
     defaults: dict[str, Any] = {}
-    for statement in ast.parse(cells[0].source).body:
+    for statement in ast.parse(cells[0]).body:
         if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1
                 and isinstance(statement.targets[0], ast.Name)):
             raise ConfigError(f"notebook {name}: the parameters cell may hold only `name = literal`")
