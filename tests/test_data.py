@@ -23,7 +23,21 @@ def _rows(ds: data.ImageSet) -> set[bytes]:
     return {bytes(img) for img in ds.images.reshape(len(ds), -1).numpy()}
 
 
-@pytest.mark.parametrize("name", data.SYNTHETIC)
+def test_source10_is_source_labelled_by_style(cache_dir):
+    """source10: exactly per_class images per style, drawn from source, every shape present."""
+    ten = data.load_dataset("source10", "train", per_class=7, seed=3)
+    source = data.load_dataset("source", "train", per_class=1, seed=3)  # ceil(7 / 10) per class
+    assert ten.classes == tuple(data.SOURCE_STYLES) and len(ten.classes) == 10
+    assert torch.equal(torch.bincount(ten.labels, minlength=10), torch.full((10,), 7))
+    style_of = {bytes(img): int(label) % 10 for img, label in
+                zip(source.images.reshape(len(source), -1).numpy(), source.labels)}
+    rows = ten.images.reshape(len(ten), -1).numpy()
+    assert all(style_of[bytes(img)] == int(label) for img, label in zip(rows, ten.labels))
+    full = data.load_dataset("source10", "train", per_class=10, seed=3)
+    assert _rows(full) == _rows(source)  # 10 per style = every source image once
+
+
+@pytest.mark.parametrize("name", data.GENERATED)
 def test_synthetic_is_deterministic_across_cache_miss_and_hit(name, cache_dir):
     first = data.load_dataset(name, "train", per_class=3, seed=7)
     path = data.cache_path(name, "train", 3, 7)

@@ -3,6 +3,7 @@ and the resumable sweep of notebook 01."""
 
 import itertools
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -120,7 +121,7 @@ def test_mapping_is_recomputed_every_interval_for_ilm_only(mapping, interval, ex
 
 def test_flm_mapping_is_the_greedy_map_of_the_initial_prompt():
     model, train_set = tiny_source_model(), toy_set()
-    initial = prompting.frequency_mapping(model, prompting.PadPrompt(32, 36), train_set, 12)
+    initial = prompting.frequency_mapping(model, prompting.PadPrompt(32, 36), train_set)
     result = prompting.train_prompt(model, train_set, "flm", epochs=2, lr=0.1, batch_size=8, canvas=36)
     assert torch.equal(result.mapping, initial)
 
@@ -191,21 +192,56 @@ def test_user_errors_are_one_line_config_errors():
         prompting.check_shots(toy_set(), [5, 7])
     with pytest.raises(ConfigError, match="canvas"):
         prompting.validate_transfer(["ilm"], [5], 32)
+    with pytest.raises(ConfigError, match="unknown VP precision 'float16'"):
+        prompting.validate_transfer(["ilm"], [5], 40, 1, "float16")
+
+
+def test_bfloat16_passes_keep_a_float32_prompt_on_the_border_only():
+    model, train_set = tiny_source_model(), toy_set()
+    [result] = prompting.train_prompts(model, [prompting.PromptJob(train_set, "ilm")], epochs=2, lr=0.1,
+                                       batch_size=8, canvas=36, precision="bfloat16")
+    theta = result.prompt.theta
+    assert theta.dtype == torch.float32 and theta.abs().sum() > 0
+    rows, cols = result.prompt.window
+    assert torch.equal(result.prompt.border()[:, rows, cols], torch.zeros(3, 32, 32))
+    logits = prompting.source_logits(model, [result.prompt], [train_set.images], precision="bfloat16")[0]
+    assert logits.dtype == torch.float32 and logits.shape == (len(train_set), 12)
+
+
+def test_prompts_trained_together_follow_their_solo_trajectories():
+    """Shared passes are only a speed-up: each prompt ends where training it alone ends."""
+    model, full = tiny_source_model(), toy_set(n_per_class=8)
+    jobs = [prompting.PromptJob(full.subset(data.few_shot_indices(full.labels, 5, seed)), mapping, seed, interval)
+            for mapping, seed, interval in [("ilm", 0, 1), ("flm", 1, 1), ("rlm", 2, 1), ("ilm", 3, 2)]]
+    together = prompting.train_prompts(model, jobs, epochs=3, lr=0.1, batch_size=8, canvas=36)
+    for job, joint in zip(jobs, together):
+        alone = prompting.train_prompt(model, job.train_set, job.mapping, epochs=3, lr=0.1, batch_size=8,
+                                       canvas=36, mapping_interval=job.mapping_interval, seed=job.seed)
+        assert torch.allclose(joint.prompt.theta, alone.prompt.theta, atol=1e-5)
+        assert torch.equal(joint.mapping, alone.mapping) and joint.mapping_epochs == alone.mapping_epochs
+    assert not torch.allclose(together[0].prompt.theta, together[1].prompt.theta)
+    with pytest.raises(ValueError, match="one training-set size"):
+        prompting.train_prompts(model, [jobs[0], prompting.PromptJob(full, "ilm")], epochs=1)
 
 
 def test_an_interrupted_sweep_resumes_without_losing_or_duplicating_rows(tmp_path):
-    units = [{"model": m, "target": "near", "method": "lp", "shots": s, "seed": 0}
-             for m in ("dense", "lottery-0.9") for s in (5, -1)]
-    store = RunStore(tmp_path, key=["model", "target", "method", "shots", "seed"])
-    for i, unit in enumerate(store.pending(units)):
-        if i == 2:
-            break  # interrupted after two units
-        store.add(unit | {"accuracy": 0.5})
-    store = RunStore(tmp_path, key=["model", "target", "method", "shots", "seed"])
-    computed = []
-    for unit in store.pending(units):
-        computed.append(unit)
-        store.add(unit | {"accuracy": 0.6})
-    assert computed == units[2:]
-    frame = store.frame
-    assert len(frame) == 4 and not frame.duplicated(["model", "shots"]).any()
+    """Rows lost mid-group are recomputed to exactly the numbers of an uninterrupted sweep."""
+    model = tiny_source_model()
+    targets = {"near": (toy_set(n_per_class=6), toy_set(n_per_class=3, seed=1))}
+    units = prompting.sweep_units(["dense"], ["near"], ["ilm", "flm"], [2, -1], [0, 1], canvases=[36])
+    settings = prompting.TransferSettings(vp_epochs=2, vp_lr=0.1, vp_batch_size=4, canvas=36)
+    key = prompting.SWEEP_KEY
+
+    def sweep(folder, keep_rows=None):
+        store = RunStore(folder, key=key)
+        prompting.run_sweep(store, units, {"dense": model}, targets, settings, folder, progress=False)
+        if keep_rows is not None:  # simulate a crash: only the first rows reached runs.csv
+            store.frame.head(keep_rows).to_csv(folder / "runs.csv", index=False)
+            store = RunStore(folder, key=key)
+            prompting.run_sweep(store, units, {"dense": model}, targets, settings, folder, progress=False)
+        return RunStore(folder, key=key).frame.sort_values(list(key)).reset_index(drop=True)
+
+    whole = sweep(tmp_path / "whole")
+    resumed = sweep(tmp_path / "resumed", keep_rows=5)  # groups hold 4 prompts: 5 cuts one
+    assert len(whole) == len(units) == 8 and not resumed.duplicated(list(key)).any()
+    pd.testing.assert_frame_equal(whole.drop(columns="seconds"), resumed.drop(columns="seconds"))

@@ -70,6 +70,58 @@ def test_pruned_resnet_equals_original_with_those_filters_zeroed():
     torch.testing.assert_close(pruned(x), reference(x), rtol=1e-4, atol=1e-5)
 
 
+def _pruned(arch):
+    """A pruned VGG-16-A or ResNet-20-B with non-trivial BN statistics."""
+    torch.manual_seed(5)
+    if arch == "vgg":
+        model = _randomise_bn(cm.vgg(10, "vgg16", 0.125))
+        return structured.prune_vgg(model, structured.vgg_l1_keep(model, structured.VGG16_A_RATIOS))
+    model = _randomise_bn(cm.resnet(10, 20, 0.5))
+    skip = structured.resnet56_skip_blocks(structured.RESNET56_SKIP_IDS["B"], 20)
+    return structured.prune_resnet(model, structured.resnet_l1_keep(model, [0.6, 0.3, 0.1], skip))
+
+
+@pytest.mark.parametrize("arch", ["vgg", "resnet"])
+def test_pruned_model_saves_and_reloads_from_its_spec(tmp_path, arch):
+    pruned = _pruned(arch)
+    loaded, _ = cm.load_model(cm.save_model(pruned, tmp_path / "p.pt"))
+    x = torch.randn(4, 3, 32, 32)
+    assert not pruned.training and torch.equal(pruned(x), loaded(x))
+    assert {k: v.shape for k, v in loaded.state_dict().items()} == {
+        k: v.shape for k, v in pruned.state_dict().items()}
+
+
+@pytest.mark.parametrize("arch", ["vgg", "resnet"])
+def test_pruning_leaves_the_original_model_untouched(arch):
+    torch.manual_seed(6)
+    model = cm.vgg(10, "vgg16", 0.125) if arch == "vgg" else cm.resnet(10, 20, 0.5)
+    before, spec = copy.deepcopy(model.state_dict()), copy.deepcopy(model.spec)
+    keep = (structured.vgg_l1_keep(model, structured.VGG16_A_RATIOS) if arch == "vgg"
+            else structured.resnet_l1_keep(model, [0.5, 0.5, 0.5]))
+    pruned = (structured.prune_vgg if arch == "vgg" else structured.prune_resnet)(model, keep)
+    assert model.training and model.spec == spec and pruned.spec != spec
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_pruning_guards_residual_channels_and_stale_specs():
+    model = cm.resnet(10, 20, 0.5)
+    block = model.blocks[3]
+    inner = {(block.conv1, True), (block.bn1, True), (block.conv2, False)}
+    with pytest.raises(RuntimeError, match="would touch"):  # conv2 outputs feed the residual sum
+        structured._remove_filters(model, [(block.conv2, torch.arange(1, 16), inner)])
+    with pytest.raises(ValueError, match="every filter"):
+        structured.prune_resnet(model, [torch.tensor([], dtype=torch.long)]
+                                + [torch.arange(b.conv1.out_channels) for b in model.blocks[1:]])
+    with pytest.raises(ConfigError, match="9 blocks, got 2"):
+        structured.prune_resnet(model, [torch.arange(8)] * 2)
+    pruned = _pruned("resnet")
+    pruned.spec = model.spec
+    with pytest.raises(RuntimeError, match="does not rebuild"):
+        structured._checked_spec(pruned)
+
+
 def test_resnet56_skip_ids_map_to_blocks():
     assert structured.resnet56_skip_blocks([16, 20, 38, 54], 56) == {7, 9, 18, 26}
     assert structured.resnet56_skip_blocks([16, 20, 38, 54], 20) == {2, 3, 6, 8}

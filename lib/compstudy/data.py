@@ -17,6 +17,10 @@ distance from the upstream (source) task:
 ``far``
     10 monochrome letter-like glyphs (A C E H K L M T X Z) drawn as jittered strokes.
 
+``source10`` is ``source`` relabelled by style alone (10 classes; the shape becomes a
+nuisance): the suite's 10-class version of the source data, beside the 100-class ``source``,
+as CIFAR-10 beside CIFAR-100 (chapter 2 trains from scratch on both).
+
 ``digits`` is scikit-learn's bundled 8x8 digits, upsampled. The torchvision sets in
 :data:`TORCHVISION_DATASETS` are read from ``$DATA_ROOT/<name>/`` and never downloaded.
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import numbers
 import os
 import pickle
@@ -50,7 +55,9 @@ GENERATOR_VERSION = 1  # bump whenever generated pixels (or real-set conversion)
 SIZE = 32
 SPLITS = ("train", "test")
 SYNTHETIC: tuple[str, ...] = ("source", "near", "middle", "far")
-OFFLINE_DATASETS: tuple[str, ...] = SYNTHETIC + ("digits",)
+SOURCE10 = "source10"  # `source` labelled by style only, see the module docstring
+GENERATED: tuple[str, ...] = SYNTHETIC + (SOURCE10,)  # sets that need per_class and seed
+OFFLINE_DATASETS: tuple[str, ...] = GENERATED + ("digits",)
 
 # Per-channel mean/std of the `source` train set (per_class=120, seed 0), rounded. Every
 # dataset is normalised with these upstream statistics, as ImageNet stats are used downstream.
@@ -633,7 +640,7 @@ def cache_path(name: str, split: str, per_class: int | None = None, seed: int = 
     ``<name>-<split>-all-<hash of their folder>-v<GENERATOR_VERSION>.pt``. The folder is
     this module's ``ARTIFACTS_DIR`` read at call time (tests patch it to a temporary folder).
     """
-    if name in SYNTHETIC:
+    if name in GENERATED:
         key = f"{name}-{split}-{per_class}-s{seed}"
     else:
         key = f"{name}-{split}-all-{hashlib.sha1(str((data_root() / name).resolve()).encode()).hexdigest()[:8]}"
@@ -656,7 +663,7 @@ def _cached(path: Path, build: Callable[[], ImageSet]) -> ImageSet:
 def load_dataset(name: str, split: str, per_class: int | None = None, seed: int = 0) -> ImageSet:
     """Load one split of a dataset as an :class:`ImageSet` of 32x32 uint8 RGB images.
 
-    Synthetic sets need ``per_class`` (images generated per class) and depend on ``seed``;
+    Generated sets (synthetic and ``source10``) need ``per_class`` and depend on ``seed``;
     train and test come from different random streams, so they are disjoint draws. For
     ``digits`` and the torchvision sets ``per_class`` and ``seed`` are ignored: they return
     every image of the official split, or of a fixed stratified 70/30 split (seed 0) for
@@ -672,7 +679,17 @@ def load_dataset(name: str, split: str, per_class: int | None = None, seed: int 
     if not isinstance(per_class, numbers.Integral) or isinstance(per_class, bool) or per_class < 1:
         raise ConfigError(f"synthetic dataset {name!r} needs per_class >= 1 images per class, got {per_class!r}")
     per_class, seed = int(per_class), int(seed)
+    if name == SOURCE10:
+        return _cached(cache_path(name, split, per_class, seed), lambda: _source10(split, per_class, seed))
     return _cached(cache_path(name, split, per_class, seed), lambda: _generate(name, split, per_class, seed))
+
+
+def _source10(split: str, per_class: int, seed: int) -> ImageSet:
+    """``per_class`` images of each source style: ⌈per_class/10⌉ source images of each of the
+    style's 10 classes (every shape), relabelled by style and trimmed to ``per_class``."""
+    source = load_dataset("source", split, math.ceil(per_class / len(SOURCE_SHAPES)), seed)
+    styled = ImageSet(SOURCE10, source.images, source.labels % len(SOURCE_STYLES), tuple(SOURCE_STYLES))
+    return few_shot(styled, per_class, seed)
 
 
 def few_shot_indices(

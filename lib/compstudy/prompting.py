@@ -19,6 +19,10 @@ Written from the description of ILM-VP (Chen et al. 2023) and its Hidden-Cost fo
 The optimiser of the prompt is Adam with MultiStepLR (x0.1 at 50 % and 72 % of the epochs),
 as in the paper; the accuracy reported is the one after the final epoch (never a checkpoint
 chosen on the test set).
+
+For speed on the CPU, prompts that share a model and a training-set size are learned in shared
+forward passes (:func:`train_prompts`: the same trajectories as one at a time), and the frozen
+model may run under bfloat16 autocast (``precision``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from .errors import ConfigError, unknown_choice
 
 MAPPINGS = ("rlm", "flm", "ilm")
 METHODS = MAPPINGS + ("lp",)
+PRECISIONS = ("float32", "bfloat16")  # of the frozen model's passes in VP (prompts stay float32)
 
 
 # ----------------------------------------------------------------------------- prompt
@@ -124,19 +129,34 @@ def random_mapping(num_source: int, num_target: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def source_logits(model: nn.Module, prompt: PadPrompt, images_uint8: torch.Tensor,
-                  batch_size: int = 256) -> torch.Tensor:
-    """Source logits of the prompted images, model and prompt in eval mode."""
+def source_logits(model: nn.Module, prompts: Sequence[PadPrompt], images: Sequence[torch.Tensor],
+                  batch_size: int = 512, precision: str = "float32") -> list[torch.Tensor]:
+    """Source logits of ``images[k]`` (uint8) under ``prompts[k]``, for every k, model in eval mode.
+
+    The prompted images of all prompts go through the model in shared batches of
+    ``batch_size``: many small prompt jobs make one efficient forward pass.
+    """
     model.eval()
-    return torch.cat([model(prompt(data.to_float(images_uint8[i:i + batch_size])))
-                      for i in range(0, len(images_uint8), batch_size)])
+    sizes = [len(x) for x in images]
+    starts = list(itertools.accumulate(sizes, initial=0))
+    outputs = []
+    for a in range(0, starts[-1], batch_size):
+        b = min(a + batch_size, starts[-1])
+        parts = [prompt(data.to_float(x[max(a, lo) - lo:min(b, hi) - lo]))
+                 for prompt, x, lo, hi in zip(prompts, images, starts, starts[1:]) if max(a, lo) < min(b, hi)]
+        outputs.append(frozen_pass(model, torch.cat(parts), precision))
+    return list(torch.cat(outputs).split(sizes)) if outputs else [torch.empty(0, 0) for _ in images]
 
 
-def frequency_mapping(model: nn.Module, prompt: PadPrompt, images: data.ImageSet,
-                      num_source: int) -> torch.Tensor:
+def mapping_from_logits(logits: torch.Tensor, labels: torch.Tensor, num_target: int) -> torch.Tensor:
+    """FLM / ILM mapping: greedy one-to-one assignment on the frequency matrix of the predictions."""
+    return greedy_assignment(frequency_matrix(logits.argmax(1), labels, logits.shape[1], num_target))
+
+
+def frequency_mapping(model: nn.Module, prompt: PadPrompt, images: data.ImageSet) -> torch.Tensor:
     """FLM / ILM mapping at the current prompt over the (possibly few-shot) training set."""
-    preds = source_logits(model, prompt, images.images).argmax(1)
-    return greedy_assignment(frequency_matrix(preds, images.labels, num_source, len(images.classes)))
+    logits = source_logits(model, [prompt], [images.images])[0]
+    return mapping_from_logits(logits, images.labels, len(images.classes))
 
 
 # ----------------------------------------------------------------------------- training
@@ -150,6 +170,21 @@ class PromptResult:
     losses: list[float] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PromptJob:
+    """One prompt to learn: its (few-shot) training set, label mapping, seed and ILM interval."""
+
+    train_set: data.ImageSet
+    mapping: str
+    seed: int = 0
+    mapping_interval: int = 1
+
+    def remaps(self, epoch: int) -> bool:
+        """FLM maps once before epoch 0; ILM before every epoch e with e % interval == 0."""
+        return (self.mapping == "flm" and epoch == 0) or (
+            self.mapping == "ilm" and epoch % self.mapping_interval == 0)
+
+
 def _num_source(model: nn.Module) -> int:
     """Number of source classes: the width of the model's last linear layer."""
     head = model.get_classifier() if hasattr(model, "get_classifier") else \
@@ -157,50 +192,77 @@ def _num_source(model: nn.Module) -> int:
     return head.out_features
 
 
-def train_prompt(model: nn.Module, train_set: data.ImageSet, mapping: str, epochs: int,
-                 lr: float = 0.01, batch_size: int = 32, canvas: int = 48,
-                 mapping_interval: int = 1, seed: int = 0, progress: bool = False) -> PromptResult:
-    """Learn a pad prompt on a frozen ``model`` with the given label-mapping scheme.
+def frozen_pass(model: nn.Module, inputs: torch.Tensor, precision: str = "float32") -> torch.Tensor:
+    """The frozen model's float32 logits; ``"bfloat16"`` runs its layers under autocast
+    (about 2x faster on CPUs with AVX-512 BF16; the prompt and its optimiser stay float32)."""
+    if precision not in PRECISIONS:
+        raise unknown_choice("VP precision", precision, PRECISIONS)
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        return model(inputs).float()
 
-    The mapping is computed before epoch 0 (FLM, ILM; RLM draws it from ``seed``) and, for
-    ILM only, again at the start of every epoch e with e % mapping_interval == 0.
+
+def train_prompts(model: nn.Module, jobs: Sequence[PromptJob], epochs: int, lr: float = 0.01,
+                  batch_size: int = 32, canvas: int = 48, precision: str = "float32",
+                  progress: bool = False) -> list[PromptResult]:
+    """Learn one pad prompt per job on a frozen ``model``, all jobs in the same forward passes.
+
+    Each step concatenates every job's mini-batch (in its own seeded order) and minimises the
+    *sum* of the jobs' mean cross-entropies. The model is frozen and in eval mode (BatchNorm
+    on running statistics), so images do not interact and each theta receives exactly its
+    own job's gradient; Adam is element-wise, so every prompt follows the trajectory it would
+    follow alone. Sharing the passes only makes the CPU's small convolutions efficient.
+    Jobs need equally many training images, so that they share the batch boundaries.
     """
-    if mapping not in MAPPINGS:
-        raise unknown_choice("label mapping", mapping, MAPPINGS)
+    for job in jobs:
+        if job.mapping not in MAPPINGS:
+            raise unknown_choice("label mapping", job.mapping, MAPPINGS)
+    sizes = {len(job.train_set) for job in jobs}
+    if len(sizes) != 1:
+        raise ValueError(f"prompts trained together need one training-set size, got {sorted(sizes)}")
+    n = sizes.pop()
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()
     k_s = _num_source(model)
-    prompt = PadPrompt(train_set.images.shape[-1], canvas)
-    result = PromptResult(prompt, random_mapping(k_s, len(train_set.classes), seed))
-    optimizer = torch.optim.Adam(prompt.parameters(), lr=lr)
+    results = [PromptResult(PadPrompt(job.train_set.images.shape[-1], canvas),
+                            random_mapping(k_s, len(job.train_set.classes), job.seed)) for job in jobs]
+    optimizer = torch.optim.Adam([r.prompt.theta for r in results], lr=lr)
     scheduler = _paper_schedule(optimizer, epochs)
-    g = torch.Generator().manual_seed(seed)
-    n = len(train_set)
-    bar = train.progress_bar(epochs * -(-n // batch_size), f"prompt {mapping}", progress)
+    generators = [torch.Generator().manual_seed(job.seed) for job in jobs]
+    bar = train.progress_bar(epochs * -(-n // batch_size), f"{len(jobs)} prompt(s)", progress)
     for epoch in range(epochs):
-        if (mapping == "flm" and epoch == 0) or (mapping == "ilm" and epoch % mapping_interval == 0):
-            result.mapping = frequency_mapping(model, prompt, train_set, k_s)
-            result.mapping_epochs.append(epoch)
-        order = torch.randperm(n, generator=g)
+        remap = [k for k, job in enumerate(jobs) if job.remaps(epoch)]
+        logits = source_logits(model, [results[k].prompt for k in remap],
+                               [jobs[k].train_set.images for k in remap], precision=precision)
+        for k, lg in zip(remap, logits):
+            results[k].mapping = mapping_from_logits(lg, jobs[k].train_set.labels,
+                                                     len(jobs[k].train_set.classes))
+            results[k].mapping_epochs.append(epoch)
+        orders = [torch.randperm(n, generator=g) for g in generators]
         for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
-            logits = model(prompt(data.to_float(train_set.images[idx])))[:, result.mapping]
-            loss = F.cross_entropy(logits, train_set.labels[idx])
+            batches = [order[i:i + batch_size] for order in orders]
+            inputs = torch.cat([r.prompt(data.to_float(job.train_set.images[idx]))
+                                for r, job, idx in zip(results, jobs, batches)])
+            outputs = frozen_pass(model, inputs, precision).split([len(idx) for idx in batches])
+            losses = [F.cross_entropy(out[:, r.mapping], job.train_set.labels[idx])
+                      for out, r, job, idx in zip(outputs, results, jobs, batches)]
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.stack(losses).sum().backward()
             optimizer.step()
-            result.losses.append(loss.item())
+            for r, loss in zip(results, losses):
+                r.losses.append(loss.item())
             bar.update()
         scheduler.step()
     bar.close()
-    return result
+    return results
 
 
-@torch.no_grad()
-def prompt_logits(model: nn.Module, result: PromptResult, images_uint8: torch.Tensor) -> torch.Tensor:
-    """Target logits (the mapped source logits) of prompted images."""
-    return source_logits(model, result.prompt, images_uint8)[:, result.mapping]
+def train_prompt(model: nn.Module, train_set: data.ImageSet, mapping: str, epochs: int,
+                 lr: float = 0.01, batch_size: int = 32, canvas: int = 48,
+                 mapping_interval: int = 1, seed: int = 0, progress: bool = False) -> PromptResult:
+    """Learn one pad prompt (:func:`train_prompts` with a single job)."""
+    return train_prompts(model, [PromptJob(train_set, mapping, seed, mapping_interval)], epochs, lr,
+                         batch_size, canvas, progress=progress)[0]
 
 
 def _paper_schedule(optimizer: torch.optim.Optimizer, epochs: int):
@@ -246,8 +308,9 @@ def probe_parameters(feature_dim: int, num_classes: int) -> int:
 
 
 def validate_transfer(methods: Sequence[str], shots: Sequence[int], canvas: int,
-                      mapping_interval: int = 1) -> None:
-    """ConfigError (one line) for an unknown method, a bad shot count or canvas, before training."""
+                      mapping_interval: int = 1, precision: str = "float32") -> None:
+    """ConfigError (one line) for an unknown method or precision, a bad shot count, canvas or
+    mapping interval, before training."""
     for m in methods:
         if m not in METHODS:
             raise unknown_choice("transfer method", m, METHODS)
@@ -258,6 +321,8 @@ def validate_transfer(methods: Sequence[str], shots: Sequence[int], canvas: int,
         raise ConfigError(f"prompt canvas must be an integer above {data.SIZE}, got {canvas!r}")
     if not isinstance(mapping_interval, numbers.Integral) or mapping_interval < 1:
         raise ConfigError(f"mapping_interval must be an integer >= 1, got {mapping_interval!r}")
+    if precision not in PRECISIONS:
+        raise unknown_choice("VP precision", precision, PRECISIONS)
 
 
 def check_shots(train_set: data.ImageSet, shots: Sequence[int]) -> None:
@@ -276,6 +341,7 @@ class TransferSettings:
     vp_epochs: int = 3
     vp_lr: float = 0.01
     vp_batch_size: int = 32
+    vp_precision: str = "float32"
     canvas: int = 40
     mapping_interval: int = 1
     lp_epochs: int = 100
@@ -305,13 +371,23 @@ def transfer(model: nn.Module, method: str, train_set: data.ImageSet, test_set: 
             logits = head(test_x)
         return {"probs": logits.softmax(1), "labels": test_set.labels,
                 "trainable_parameters": probe_parameters(train_x.shape[1], len(train_set.classes))}
-    result = train_prompt(model, train_set, method, settings.vp_epochs, settings.vp_lr,
-                          settings.vp_batch_size, settings.canvas, settings.mapping_interval, seed)
-    logits = prompt_logits(model, result, test_set.images)
-    return {"probs": logits.softmax(1), "labels": test_set.labels,
-            "trainable_parameters": result.prompt.free_parameters(),
-            "theta": result.prompt.theta.detach().clone(), "mapping": result.mapping,
-            "mapping_updates": len(result.mapping_epochs), "final_loss": result.losses[-1]}
+    return transfer_prompts(model, [PromptJob(train_set, method, seed, settings.mapping_interval)],
+                            test_set, settings)[0]
+
+
+def transfer_prompts(model: nn.Module, jobs: Sequence[PromptJob], test_set: data.ImageSet,
+                     settings: TransferSettings) -> list[dict]:
+    """VP transfer of several prompt jobs trained together (:func:`train_prompts`); one
+    :func:`transfer`-style output per job (``settings.mapping_interval`` is the jobs')."""
+    results = train_prompts(model, jobs, settings.vp_epochs, settings.vp_lr, settings.vp_batch_size,
+                            settings.canvas, settings.vp_precision)
+    logits = source_logits(model, [r.prompt for r in results], [test_set.images] * len(results),
+                           precision=settings.vp_precision)
+    return [{"probs": lg[:, r.mapping].softmax(1), "labels": test_set.labels,
+             "trainable_parameters": r.prompt.free_parameters(),
+             "theta": r.prompt.theta.detach().clone(), "mapping": r.mapping,
+             "mapping_updates": len(r.mapping_epochs), "final_loss": r.losses[-1]}
+            for r, lg in zip(results, logits)]
 
 
 def summarize(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict[str, float]:
@@ -367,29 +443,33 @@ SWEEP_KEY = ("kind", "model", "target", "method", "shots", "seed", "canvas", "ma
 
 
 def sweep_units(model_labels: Sequence[str], targets: Sequence[str], methods: Sequence[str],
-                mapping_models: Sequence[str], core_methods: Sequence[str], shots: Sequence[int],
-                seeds: Sequence[int], reduced_models: Sequence[str] = (),
-                reduced_seeds: Sequence[int] = (), canvases: Sequence[int] = (40,),
+                shots: Sequence[int], seeds: Sequence[int], canvases: Sequence[int] = (40,),
                 mapping_intervals: Sequence[int] = (1,)) -> list[dict]:
-    """Every transfer unit of a run (one row each), in a cheap-first order.
-
-    Models in ``mapping_models`` get every method of ``methods``; the others the
-    ``core_methods``. Models in ``reduced_models`` run only ``reduced_seeds``. Canvases and
-    mapping intervals multiply the VP units (LP units carry 0 for both).
-    """
+    """Every transfer unit of a run (one row each): models x targets x seeds x methods x
+    budgets, VP units also x canvases and ILM units x mapping intervals (LP units carry 0 for
+    both, FLM / RLM interval 1); probes first, they are cheap."""
     units = []
-    for target, model, seed in itertools.product(targets, model_labels, seeds):
-        if model in reduced_models and seed not in reduced_seeds:
-            continue
-        for method in (methods if model in mapping_models else [m for m in core_methods if m in methods]):
-            vp = method != "lp"
-            for canvas, interval, n in itertools.product(canvases if vp else [0],
-                                                         mapping_intervals if method == "ilm" else [0 if not vp else 1],
-                                                         shots):
-                units.append({"kind": "transfer", "model": model, "target": target, "method": method,
-                              "shots": int(n), "seed": int(seed), "canvas": int(canvas),
-                              "mapping_interval": int(interval)})
-    return sorted(units, key=lambda u: u["method"] != "lp")  # probes first: they are cheap
+    for target, model, seed, method in itertools.product(targets, model_labels, seeds, methods):
+        vp = method != "lp"
+        intervals = mapping_intervals if method == "ilm" else [1 if vp else 0]
+        for canvas, interval, n in itertools.product(canvases if vp else [0], intervals, shots):
+            units.append({"kind": "transfer", "model": model, "target": target, "method": method,
+                          "shots": int(n), "seed": int(seed), "canvas": int(canvas),
+                          "mapping_interval": int(interval)})
+    return sorted(units, key=lambda u: u["method"] != "lp")
+
+
+def transfer_groups(units: Sequence[dict]) -> list[list[dict]]:
+    """The units computed together, in order of first appearance: VP units that share model,
+    target, budget and canvas train their prompts in shared passes (:func:`train_prompts`;
+    they differ in mapping, seed and ILM interval); LP units of one model and target share
+    the frozen features and are probed one after the other."""
+    groups: dict[tuple, list[dict]] = {}
+    for unit in units:
+        vp = unit["method"] != "lp"
+        key = (unit["model"], unit["target"]) + ((unit["shots"], unit["canvas"]) if vp else ("lp",))
+        groups.setdefault(key, []).append(unit)
+    return list(groups.values())
 
 
 def run_sweep(store, units: Sequence[dict], models_by_label: Mapping[str, nn.Module],
@@ -397,39 +477,50 @@ def run_sweep(store, units: Sequence[dict], models_by_label: Mapping[str, nn.Mod
               results_dir, ece_bins: int = 15, progress: bool = True) -> None:
     """Compute every pending unit and add its row to ``store`` (resumable, one row per unit).
 
-    Frozen features for the probes are extracted once per (model, target); test
-    probabilities and prompts are saved per unit for the reliability diagrams and pictures.
+    A group (:func:`transfer_groups`) with any pending unit is computed whole, so a resumed
+    run gives the same numbers as an uninterrupted one; its missing rows are written in one
+    go. Test probabilities and prompts are saved per unit for the reliability diagrams and
+    pictures. ``seconds`` of a VP unit is its group's time divided by the group's size.
     """
     import time
     from dataclasses import replace
 
     from .seeding import seed_everything
 
-    pending = list(store.pending(units))
-    features: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+    pending = {store.unit_key(u) for u in store.pending(units)}
     bar = train.progress_bar(len(pending), "transfer units", progress)
-    for unit in pending:
-        model = models_by_label[unit["model"]]
-        train_full, test = targets[unit["target"]]
-        idx = data.few_shot_indices(train_full.labels, unit["shots"], unit["seed"],
-                                    train_full.classes, train_full.name)
-        feats = None
-        if unit["method"] == "lp":
-            key = (unit["model"], unit["target"])
-            if key not in features:
-                features[key] = (frozen_features(model, train_full.images), frozen_features(model, test.images))
-            feats = (features[key][0][idx], features[key][1])
-        unit_settings = replace(settings, canvas=unit["canvas"] or settings.canvas,
-                                mapping_interval=unit["mapping_interval"] or 1)
-        seed_everything(unit["seed"])
-        start = time.perf_counter()
-        out = transfer(model, unit["method"], train_full.subset(idx), test, unit_settings, unit["seed"], feats)
-        seconds = time.perf_counter() - start
-        save_unit(results_dir, unit, out)
-        store.add(dict(unit) | summarize(out["probs"], out["labels"], ece_bins) | {
-            "train_images": len(idx), "trainable_parameters": out["trainable_parameters"],
-            "mapping_updates": out.get("mapping_updates", 0), "seconds": seconds})
-        bar.update()
+    for group in transfer_groups(units):
+        if not any(store.unit_key(u) in pending for u in group):
+            continue
+        first = group[0]
+        model = models_by_label[first["model"]]
+        train_full, test = targets[first["target"]]
+        indices = [data.few_shot_indices(train_full.labels, u["shots"], u["seed"], train_full.classes,
+                                         train_full.name) for u in group]
+        seed_everything(first["seed"])
+        if first["method"] == "lp":
+            train_x, test_x = frozen_features(model, train_full.images), frozen_features(model, test.images)
+            outputs, seconds = [], []
+            for unit, idx in zip(group, indices):
+                start = time.perf_counter()
+                outputs.append(transfer(model, "lp", train_full.subset(idx), test, settings, unit["seed"],
+                                        (train_x[idx], test_x)))
+                seconds.append(time.perf_counter() - start)
+        else:
+            start = time.perf_counter()
+            jobs = [PromptJob(train_full.subset(idx), u["method"], u["seed"], u["mapping_interval"] or 1)
+                    for u, idx in zip(group, indices)]
+            outputs = transfer_prompts(model, jobs, test, replace(settings, canvas=first["canvas"] or settings.canvas))
+            seconds = [(time.perf_counter() - start) / len(group)] * len(group)
+        rows = []
+        for unit, idx, out, sec in zip(group, indices, outputs, seconds):
+            if store.unit_key(unit) in pending:
+                save_unit(results_dir, unit, out)
+                rows.append(dict(unit) | summarize(out["probs"], out["labels"], ece_bins) | {
+                    "train_images": len(idx), "trainable_parameters": out["trainable_parameters"],
+                    "mapping_updates": out.get("mapping_updates", 0), "seconds": sec})
+        store.add_many(rows)
+        bar.update(len(rows))
     bar.close()
 
 

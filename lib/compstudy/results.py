@@ -55,19 +55,20 @@ class RunStore:
     def frame(self) -> pd.DataFrame:
         return self._frame.copy()
 
-    def _unit(self, values: Mapping[str, Any]) -> tuple:
+    def unit_key(self, values: Mapping[str, Any]) -> tuple:
+        """The identity of a unit or row: its key columns, as strings."""
         return tuple(str(values[k]) for k in self.key)
 
     def done(self) -> set[tuple]:
         if self._frame.empty:
             return set()
-        return {self._unit(row) for row in self._frame[list(self.key)].to_dict("records")}
+        return {self.unit_key(row) for row in self._frame[list(self.key)].to_dict("records")}
 
     def pending(self, units: Iterable[Mapping[str, Any]]) -> Iterator[Mapping[str, Any]]:
         """Yield the units (mappings holding the key columns) that have no row yet."""
         finished = self.done()
         for unit in units:
-            if self._unit(unit) not in finished:
+            if self.unit_key(unit) not in finished:
                 yield unit
 
     def add(self, row: Mapping[str, Any]) -> None:
@@ -82,8 +83,8 @@ class RunStore:
             missing = [k for k in self.key if k not in row]
             if missing:
                 raise ValueError(f"row lacks key columns {missing}")
-            if self._unit(row) in finished:
-                raise ValueError(f"unit {self._unit(row)} already recorded in {self.path}")
+            if self.unit_key(row) in finished:
+                raise ValueError(f"unit {self.unit_key(row)} already recorded in {self.path}")
         frame = pd.concat([self._frame, pd.DataFrame(rows)], ignore_index=True)
         atomic_write_text(self.path, frame.to_csv(index=False))
         self._frame = frame

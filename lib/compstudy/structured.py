@@ -6,8 +6,9 @@ Methods (Liu et al. 2019, "Rethinking the value of network pruning"; papers.md �
     Per conv layer (VGG) or per stage (ResNet, first conv of each basic block only) a human-set
     ratio; in each layer the filters of largest L1 norm ‖W[i]‖₁ are kept (one shot) and the
     others are *physically removed* together with their BN channel and the next layer's input
-    channels (:func:`prune_vgg`, :func:`prune_resnet`, our own slicing; CIFAR VGG/ResNet need
-    no dependency graph because only block-inner convs and plain chains are cut).
+    channels (:func:`prune_vgg`, :func:`prune_resnet`): Torch-Pruning's ``DependencyGraph``
+    traces the network and removes every coupled channel; the groups are checked to touch only
+    the expected layers (ResNet: block-inner channels only, never the residual).
 ``slimming`` — automatic structured pruning (Liu et al. 2017)
     Sparsity training adds λ·sign(γ) to the gradient of every BN scale γ
     (:func:`add_bn_l1_subgradient`); then one global threshold, the ⌊p·N⌋-th smallest |γ|
@@ -26,6 +27,7 @@ architecture search).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -34,6 +36,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+import torch_pruning as tp
 from torch import nn
 from torch.nn import functional as F
 
@@ -166,46 +169,67 @@ def l1_keep(conv: nn.Conv2d, keep: int) -> torch.Tensor:
     return torch.topk(norms, keep).indices.sort().values
 
 
-def _copy_bn(src: nn.BatchNorm2d, dst: nn.BatchNorm2d, idx: torch.Tensor) -> None:
-    for name in ("weight", "bias", "running_mean", "running_var"):
-        getattr(dst, name).data.copy_(getattr(src, name).data[idx])
-    dst.num_batches_tracked.copy_(src.num_batches_tracked)
+def _remove_filters(model: nn.Module, plan: Sequence[tuple[nn.Conv2d, torch.Tensor, set]]) -> None:
+    """Remove in place, with Torch-Pruning, each conv's filters outside its kept index set.
+
+    ``plan`` holds ``(conv, kept indices, expected)``; ``expected`` is the set of ``(layer,
+    is_out_channels)`` the removal must touch, so a group that reaches further (e.g. into a
+    residual sum) raises instead of silently cutting it. Kept indices are the unpruned model's:
+    removing one conv's filters renumbers only its outputs and the next layer's inputs, never
+    another conv's filters, so the convs can be pruned one after the other.
+    """
+    device = next(model.parameters()).device
+    with torch.enable_grad():  # the graph is traced through autograd
+        graph = tp.DependencyGraph().build_dependency(
+            model, example_inputs=torch.zeros(1, 3, 32, 32, device=device))
+    layers = set(model.modules())
+    for conv, kept, expected in plan:
+        drop = sorted(set(range(conv.out_channels)) - set(torch.as_tensor(kept).tolist()))
+        if not drop:
+            continue
+        group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=drop)
+        touched = {(dep.target.module, graph.is_out_channel_pruning_fn(dep.handler))
+                   for dep, _ in group if dep.target.module in layers}
+        if touched != expected:
+            raise RuntimeError(f"pruning {conv} would touch {touched}, expected {expected}")
+        if not graph.check_pruning_group(group):
+            raise ValueError(f"cannot remove every filter of {conv}")
+        group.prune()
+
+
+def _checked_spec(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode, once ``cm.build(model.spec)`` is known to rebuild its exact shapes."""
+    def shapes(m: nn.Module) -> dict[str, tuple]:
+        return {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    if shapes(cm.build(model.spec)) != shapes(model):
+        raise RuntimeError(f"spec {model.spec} does not rebuild the pruned model's shapes")
+    return model.eval()
 
 
 def prune_vgg(model: cm.CifarVGG, keep: Sequence[torch.Tensor]) -> cm.CifarVGG:
-    """A new VGG holding only the conv channels ``keep[i]`` of each conv layer ``i``."""
+    """A pruned copy of a VGG holding only the conv channels ``keep[i]`` of each conv layer ``i``."""
     pairs = model.conv_bn_pairs()
     if len(keep) != len(pairs):
         raise ConfigError(f"VGG has {len(pairs)} conv layers, got {len(keep)} index sets")
-    spec = model.spec
-    new = cm.CifarVGG(cm.with_widths(spec["layout"], [len(k) for k in keep]),
-                      spec["num_classes"], spec["hidden"])
-    prev = torch.arange(3)
-    for (conv, bn), (nconv, nbn), idx in zip(pairs, new.conv_bn_pairs(), keep):
-        nconv.weight.data.copy_(conv.weight.data[idx][:, prev])
-        _copy_bn(bn, nbn, idx)
-        prev = idx
-    new.classifier.load_state_dict(model.classifier.state_dict() | {
-        "0.weight": model.classifier[0].weight.data[:, prev]})
-    return new.eval()
+    new = copy.deepcopy(model)
+    pairs = new.conv_bn_pairs()
+    consumers = [conv for conv, _ in pairs[1:]] + [new.classifier[0]]
+    _remove_filters(new, [(conv, idx, {(conv, True), (bn, True), (nxt, False)})
+                          for (conv, bn), nxt, idx in zip(pairs, consumers, keep)])
+    new.spec = new.spec | {"layout": cm.with_widths(new.spec["layout"], new.conv_widths())}
+    return _checked_spec(new)
 
 
 def prune_resnet(model: cm.CifarResNet, keep: Sequence[torch.Tensor]) -> cm.CifarResNet:
-    """A new ResNet whose block ``b`` keeps the inner channels ``keep[b]`` (conv1 out, conv2 in)."""
+    """A pruned copy of a ResNet whose block ``b`` keeps the inner channels ``keep[b]`` (conv1 out,
+    bn1, conv2 in); conv2's outputs feed the residual sum and stay whole."""
     if len(keep) != len(model.blocks):
         raise ConfigError(f"ResNet has {len(model.blocks)} blocks, got {len(keep)} index sets")
-    spec = model.spec
-    new = cm.CifarResNet(spec["depth"], spec["num_classes"], spec["stage_widths"],
-                         [len(k) for k in keep])
-    state = model.state_dict()
-    for b, idx in enumerate(keep):
-        p = f"blocks.{b}."
-        state[p + "conv1.weight"] = state[p + "conv1.weight"][idx]
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            state[p + "bn1." + name] = state[p + "bn1." + name][idx]
-        state[p + "conv2.weight"] = state[p + "conv2.weight"][:, idx]
-    new.load_state_dict(state)
-    return new.eval()
+    new = copy.deepcopy(model)
+    _remove_filters(new, [(b.conv1, idx, {(b.conv1, True), (b.bn1, True), (b.conv2, False)})
+                          for b, idx in zip(new.blocks, keep)])
+    new.spec = new.spec | {"inner_widths": [b.conv1.out_channels for b in new.blocks]}
+    return _checked_spec(new)
 
 
 def vgg_l1_keep(model: cm.CifarVGG, layer_ratios: Sequence[float]) -> list[torch.Tensor]:
@@ -370,7 +394,7 @@ def load_splits(name: str, train_per_class: int, test_per_class: int, seed: int)
     """Train and test sets. Synthetic sets generate ``*_per_class`` images; real sets (digits,
     CIFAR) take a seeded ``train_per_class`` subset of their train split (-1: all) and their
     whole test split."""
-    if name in data.SYNTHETIC:
+    if name in data.GENERATED:
         return (data.load_dataset(name, "train", train_per_class, seed),
                 data.load_dataset(name, "test", test_per_class, seed))
     train_set = data.load_dataset(name, "train")
