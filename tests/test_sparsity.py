@@ -186,3 +186,18 @@ def test_cached_family_is_reused(tmp_path, monkeypatch):
         for x, y in zip(a.state_dict().values(), b.state_dict().values()):
             assert torch.equal(x, y)
     assert first[0.6][1]["conv_sparsity"] == pytest.approx(0.6, abs=1e-3)
+
+
+def test_a_sparse_model_does_not_depend_on_what_else_is_cached(tmp_path, monkeypatch):
+    """Building 0.8 alone or after 0.5 in the same call gives the same model (same batches)."""
+    from compstudy import data, paths
+    images = torch.randint(0, 255, (40, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    source = data.ImageSet("toy", images, torch.arange(40) % 5, tuple("abcde"))
+    recipe = sparsity.SparseRecipe(steps=3, batch_size=8)
+    models = []
+    for folder, asked in (("both", (0.5, 0.8)), ("alone", (0.8,))):
+        monkeypatch.setattr(paths, "ARTIFACTS_DIR", tmp_path / folder)
+        spec = sparsity.SparseSpec("gmp", asked, "up", 8, 0, recipe)
+        models.append(sparsity.build_family(tiny_net(), spec, source)[0.8][0])
+    for x, y in zip(models[0].state_dict().values(), models[1].state_dict().values()):
+        assert torch.equal(x, y)

@@ -52,7 +52,7 @@ from .results import atomic_write_bytes
 from .seeding import seed_everything
 
 FAMILIES = ("oneshot", "gmp", "lottery", "acdc", "rigl")
-SPARSE_VERSION = 1  # bump when the code changes what a cached sparse model holds
+SPARSE_VERSION = 2  # bump when the code changes what a cached sparse model holds (2: own batches per sparsity)
 
 Masks = dict[str, torch.Tensor]
 
@@ -408,29 +408,35 @@ def build_family(dense: nn.Module, spec: SparseSpec, source_train: data.ImageSet
                  arch: str = "resnet18") -> dict[float, tuple[nn.Module, dict]]:
     """The sparse models of ``spec`` (cached under ``artifacts/sparse``), each with its info.
 
-    Info holds ``family``, ``sparsity`` (asked), ``conv_sparsity`` (measured), ``train_seconds``.
+    Info holds ``family``, ``sparsity`` (asked), ``conv_sparsity`` (measured), ``train_seconds``
+    (the whole IMP trajectory for lottery tickets). Every model depends only on ``spec`` and
+    its sparsity, not on which other models were cached.
     """
     import time
 
-    out = {}
-    missing = [s for s in spec.sparsities if not spec.path(s).exists()]
-    if missing:
+    def fresh_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         seed_everything(spec.seed)
-        batches = _batches(source_train, spec.recipe.batch_size, spec.seed)
-        start = time.perf_counter()
-        if spec.family == "lottery":
-            built = lottery(copy.deepcopy(dense), spec.sparsities, batches, spec.recipe)
-        else:
-            builder = {"oneshot": oneshot, "gmp": gmp, "acdc": acdc, "rigl": rigl}[spec.family]
-            built = {}
-            for s in missing:
-                built[s] = builder(copy.deepcopy(dense), s, batches, spec.recipe)
-        seconds = (time.perf_counter() - start) / max(len(built), 1)
-        for s, model in built.items():
+        return _batches(source_train, spec.recipe.batch_size, spec.seed)
+
+    def save(models: Mapping[float, nn.Module], seconds: float) -> None:
+        for s, model in models.items():
             info = {"arch": arch, "family": spec.family, "sparsity": s,
                     "conv_sparsity": conv_sparsity(model), "train_seconds": seconds,
                     "spec": asdict(spec)}
             _save(model, spec.path(s), info)
+
+    missing = [s for s in spec.sparsities if not spec.path(s).exists()]
+    if missing and spec.family == "lottery":  # one IMP trajectory passes every sparsity
+        start = time.perf_counter()
+        built = lottery(copy.deepcopy(dense), spec.sparsities, fresh_batches(), spec.recipe)
+        save(built, time.perf_counter() - start)
+    elif missing:  # each sparsity from the same seed and batches, whatever else is cached
+        builder = {"oneshot": oneshot, "gmp": gmp, "acdc": acdc, "rigl": rigl}[spec.family]
+        for s in missing:
+            start = time.perf_counter()
+            model = builder(copy.deepcopy(dense), s, fresh_batches(), spec.recipe)
+            save({s: model}, time.perf_counter() - start)
+    out = {}
     for s in spec.sparsities:
         out[s] = _load(dense, spec.path(s))
     return out
