@@ -20,6 +20,13 @@ def toy_set(n_per_class=6, classes=4, seed=0):
     return data.ImageSet("toy", images, labels, tuple(map(str, range(classes))))
 
 
+def train_one(model, train_set, mapping, epochs, lr=0.01, batch_size=32, canvas=48,
+              mapping_interval=1, seed=0):
+    """One prompt learned alone: a single job for :func:`prompting.train_prompts`."""
+    job = prompting.PromptJob(train_set, mapping, seed, mapping_interval)
+    return prompting.train_prompts(model, [job], epochs, lr, batch_size, canvas)[0]
+
+
 def tiny_source_model(num_source=12):
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
@@ -113,7 +120,7 @@ def test_random_mapping_is_seeded_and_injective():
     ("flm", 1, [0]), ("rlm", 1, []),
 ])
 def test_mapping_is_recomputed_every_interval_for_ilm_only(mapping, interval, expected):
-    result = prompting.train_prompt(tiny_source_model(), toy_set(), mapping, epochs=4, lr=0.1,
+    result = train_one(tiny_source_model(), toy_set(), mapping, epochs=4, lr=0.1,
                                     batch_size=8, canvas=36, mapping_interval=interval)
     assert result.mapping_epochs == expected
     assert len(set(result.mapping.tolist())) == 4
@@ -121,15 +128,16 @@ def test_mapping_is_recomputed_every_interval_for_ilm_only(mapping, interval, ex
 
 def test_flm_mapping_is_the_greedy_map_of_the_initial_prompt():
     model, train_set = tiny_source_model(), toy_set()
-    initial = prompting.frequency_mapping(model, prompting.PadPrompt(32, 36), train_set)
-    result = prompting.train_prompt(model, train_set, "flm", epochs=2, lr=0.1, batch_size=8, canvas=36)
+    logits = prompting.source_logits(model, [prompting.PadPrompt(32, 36)], [train_set.images])[0]
+    initial = prompting.mapping_from_logits(logits, train_set.labels, len(train_set.classes))
+    result = train_one(model, train_set, "flm", epochs=2, lr=0.1, batch_size=8, canvas=36)
     assert torch.equal(result.mapping, initial)
 
 
 def test_only_the_prompt_trains():
     model = tiny_source_model()
     before = [p.clone() for p in model.parameters()]
-    result = prompting.train_prompt(model, toy_set(), "ilm", epochs=2, lr=0.1, batch_size=8, canvas=36)
+    result = train_one(model, toy_set(), "ilm", epochs=2, lr=0.1, batch_size=8, canvas=36)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert result.prompt.theta.abs().sum() > 0
 
@@ -185,7 +193,7 @@ def test_user_errors_are_one_line_config_errors():
     with pytest.raises(ConfigError, match="unknown transfer method 'fft'"):
         prompting.validate_transfer(["ilm", "fft"], [5], 40)
     with pytest.raises(ConfigError, match="unknown label mapping 'hungarian'"):
-        prompting.train_prompt(tiny_source_model(), toy_set(), "hungarian", epochs=1)
+        train_one(tiny_source_model(), toy_set(), "hungarian", epochs=1)
     with pytest.raises(ConfigError, match="n_shot"):
         prompting.validate_transfer(["lp"], [0], 40)
     with pytest.raises(ConfigError, match="exceeds the 6 images"):
@@ -215,7 +223,7 @@ def test_prompts_trained_together_follow_their_solo_trajectories():
             for mapping, seed, interval in [("ilm", 0, 1), ("flm", 1, 1), ("rlm", 2, 1), ("ilm", 3, 2)]]
     together = prompting.train_prompts(model, jobs, epochs=3, lr=0.1, batch_size=8, canvas=36)
     for job, joint in zip(jobs, together):
-        alone = prompting.train_prompt(model, job.train_set, job.mapping, epochs=3, lr=0.1, batch_size=8,
+        alone = train_one(model, job.train_set, job.mapping, epochs=3, lr=0.1, batch_size=8,
                                        canvas=36, mapping_interval=job.mapping_interval, seed=job.seed)
         assert torch.allclose(joint.prompt.theta, alone.prompt.theta, atol=1e-5)
         assert torch.equal(joint.mapping, alone.mapping) and joint.mapping_epochs == alone.mapping_epochs

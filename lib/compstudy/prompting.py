@@ -153,12 +153,6 @@ def mapping_from_logits(logits: torch.Tensor, labels: torch.Tensor, num_target: 
     return greedy_assignment(frequency_matrix(logits.argmax(1), labels, logits.shape[1], num_target))
 
 
-def frequency_mapping(model: nn.Module, prompt: PadPrompt, images: data.ImageSet) -> torch.Tensor:
-    """FLM / ILM mapping at the current prompt over the (possibly few-shot) training set."""
-    logits = source_logits(model, [prompt], [images.images])[0]
-    return mapping_from_logits(logits, images.labels, len(images.classes))
-
-
 # ----------------------------------------------------------------------------- training
 
 
@@ -255,14 +249,6 @@ def train_prompts(model: nn.Module, jobs: Sequence[PromptJob], epochs: int, lr: 
         scheduler.step()
     bar.close()
     return results
-
-
-def train_prompt(model: nn.Module, train_set: data.ImageSet, mapping: str, epochs: int,
-                 lr: float = 0.01, batch_size: int = 32, canvas: int = 48,
-                 mapping_interval: int = 1, seed: int = 0, progress: bool = False) -> PromptResult:
-    """Learn one pad prompt (:func:`train_prompts` with a single job)."""
-    return train_prompts(model, [PromptJob(train_set, mapping, seed, mapping_interval)], epochs, lr,
-                         batch_size, canvas, progress=progress)[0]
 
 
 def _paper_schedule(optimizer: torch.optim.Optimizer, epochs: int):
