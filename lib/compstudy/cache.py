@@ -1,0 +1,164 @@
+"""One artifact cache, keyed by what an artifact is made from and by the code that makes it.
+
+A cached artifact (converted weights, decoded datasets, sparse or fine-tuned models,
+inversions, features) lives at ``artifacts/<kind>/<key>.<suffix>``. Its key hashes
+
+- the inputs that determine it (a JSON-able mapping: settings, seeds, upstream keys), and
+- the *source digest* of the library modules that produce it: each module's syntax tree with
+  docstrings removed (comments and layout never reach the tree), together with every
+  ``compstudy`` module it imports, directly or transitively.
+
+So editing a docstring or a comment invalidates nothing, editing the code that makes an
+artifact invalidates that artifact, and no version number is bumped by hand (design.md,
+"Caching and resumption"). The runner keys notebook runs with the same source digest.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+import torch
+
+from . import paths
+from .results import atomic_write_bytes
+
+PACKAGE = "compstudy"
+LIB_ROOT = Path(__file__).resolve().parents[1]  # the folder that holds the package
+T = TypeVar("T")
+
+
+def digest(obj: Any) -> str:
+    """Stable short hash of a JSON-able object (sorted keys; other objects by ``str``)."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def normalized_source(source: str) -> str:
+    """The code of ``source`` without docstrings, comments or layout (its AST dump)."""
+    return ast.dump(_strip_docstrings(ast.parse(source)), include_attributes=False)
+
+
+def _module_file(name: str, root: Path) -> Path | None:
+    """The file of module ``name`` under ``root`` (a package's ``__init__.py``), if any."""
+    base = root.joinpath(*name.split("."))
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.is_file():
+            return path
+    return None
+
+
+def _absolute(name: str | None, level: int, importer: str, root: Path) -> str:
+    """Resolve a (possibly relative) ``from`` import as seen from module ``importer``."""
+    if level == 0:
+        return name or ""
+    is_package = (root.joinpath(*importer.split(".")) / "__init__.py").is_file()
+    base = importer if is_package else importer.rpartition(".")[0]
+    for _ in range(level - 1):
+        base = base.rpartition(".")[0]
+    return f"{base}.{name}" if name else base
+
+
+def imported_modules(source: str, importer: str = PACKAGE, root: Path = LIB_ROOT) -> set[str]:
+    """The ``compstudy`` modules that ``source`` imports (anywhere, also inside functions),
+    with the packages that contain them."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(node.module, node.level, importer, root)
+            candidates = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in candidates:
+            if name.split(".")[0] == PACKAGE and _module_file(name, root) is not None:
+                parts = name.split(".")
+                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return found
+
+
+_PARSED: dict[tuple[Path, int, int], tuple[str, frozenset[str]]] = {}
+
+
+def _module_source(name: str, root: Path) -> tuple[str, frozenset[str]]:
+    """Normalised code of a module and the modules it imports (memoised per file version)."""
+    path = _module_file(name, root)
+    stat = path.stat()
+    memo = (path, stat.st_mtime_ns, stat.st_size)
+    if memo not in _PARSED:
+        source = path.read_text()
+        _PARSED[memo] = normalized_source(source), frozenset(imported_modules(source, name, root))
+    return _PARSED[memo]
+
+
+def module_closure(names: Iterable[str], root: Path = LIB_ROOT) -> list[str]:
+    """``names`` and every ``compstudy`` module they import, transitively, sorted."""
+    todo, seen = list(names), set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo.extend(_module_source(name, root)[1])
+    return sorted(seen)
+
+
+def source_digest(*code: ModuleType | Callable | str, root: Path = LIB_ROOT) -> str:
+    """Digest of the code that produces something: the given modules (or the modules of the
+    given functions/classes, or module names) and everything they import from ``compstudy``."""
+    names = []
+    for item in code:
+        if isinstance(item, str):
+            names.append(item)
+        elif isinstance(item, ModuleType):
+            names.append(item.__name__)
+        else:
+            names.append(item.__module__)
+    return digest({name: _module_source(name, root)[0] for name in module_closure(names, root)})
+
+
+def artifact_path(kind: str, inputs: Mapping[str, Any], code: Iterable[ModuleType | Callable | str],
+                  suffix: str = "pt") -> Path:
+    """Where the artifact of ``kind`` made from ``inputs`` by ``code`` is cached."""
+    key = digest({"inputs": inputs, "code": source_digest(*code)})
+    return paths.ARTIFACTS_DIR / kind / f"{key}.{suffix}"
+
+
+def torch_bytes(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def cached(kind: str, inputs: Mapping[str, Any], code: Iterable[ModuleType | Callable | str],
+           build: Callable[[], T], save: Callable[[T], bytes] = torch_bytes,
+           load: Callable[[Path], T] = lambda p: torch.load(p, map_location="cpu", weights_only=False),
+           suffix: str = "pt") -> T:
+    """Return the artifact from the cache, or ``build()`` it and cache it atomically.
+
+    ``save`` turns the object into bytes (default: ``torch.save`` of it; keep objects to
+    tensors, state dicts and plain data, never whole modules), ``load`` reads the file back.
+    """
+    path = artifact_path(kind, inputs, code, suffix)
+    if path.exists():
+        return load(path)
+    obj = build()
+    atomic_write_bytes(path, save(obj))
+    return obj
