@@ -11,180 +11,147 @@
 # ---
 
 # %% [markdown]
-# # 00 · The upstream model zoo
+# # 00 · What every chapter starts from
 #
-# Every chapter starts from models pretrained on a *source* task and transfers them to
-# *targets*. The papers use ImageNet and real downstream datasets; the `cpu` and `smoke`
-# profiles use the offline suite instead: a procedurally generated 100-class source
-# (10 shape families × 10 texture/colour styles) and four targets at graded distance.
-# This notebook shows every dataset, pretrains the zoo (two ResNets and a ViT), and
-# measures how far each target lies from the source.
+# Two networks pretrained on ImageNet-1k: **EfficientNet-Lite0**, a compact CNN that stands in
+# for the papers' ResNets, and **DeiT-Tiny**, the smallest vision transformer DC-ViT
+# compresses. Their targets: real images (CIFAR-10, Fashion-MNIST, MNIST, scikit-learn's
+# digits) and synthetic sets built at a controlled distance (`near`, `middle`, `far`). This
+# notebook checks the weights, shows every target, and measures at each candidate input
+# resolution what a chapter needs to choose its own: cost, throughput, and how much better the
+# ImageNet features transfer than the same network at random initialisation.
 
 # %% tags=["parameters"]
 profile = "cpu"  # smoke | cpu | paper (set by the runner)
 run = "main"  # name of the config file (set by the runner)
 seed = 0
-source_dataset = "source"
-source_train_per_class = 120  # includes the validation images
-source_val_per_class = 10  # held out of train for early stopping, never the test set
-source_test_per_class = 30
-target_datasets = ["near", "middle", "far", "digits"]
-target_train_per_class = 100  # synthetic targets only; digits uses its whole split
-target_test_per_class = 50
-probe_shots = [5, -1]  # images per class for the linear probes (-1: all)
-zoo_models = ["resnet18", "resnet34", "vit"]
-epochs = {"resnet18": 8, "resnet34": 4, "vit": 10}
-cnn_recipe = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0005, "label_smoothing": 0.1,
-              "warmup_epochs": 1}
-vit_recipe = {"optimizer": "adamw", "lr": 0.001, "weight_decay": 0.05, "label_smoothing": 0.1,
-              "warmup_epochs": 1, "distillation": 0.5}
-teachers = {"vit": "resnet18"}  # DeiT-style hard distillation: the ViT also learns the CNN's labels
-batch_size = 128
-distance_model = "resnet18"  # whose features measure source-to-target distance
+upstream_models = ["efficientnet_lite0", "deit_tiny"]
+resolutions = {"efficientnet_lite0": [48, 64, 96], "deit_tiny": [64, 96, 128]}  # candidate input sides (px)
+targets = ["cifar10", "fashion_mnist", "mnist", "digits", "near", "middle", "far"]
+synthetic_per_class = 100  # images generated per class and split for the synthetic targets
+probe_train_per_class = 30  # training images per class of each linear probe
+probe_test_per_class = 30  # test images per class of each linear probe
+throughput_batch = 64
+throughput_seconds = 0.5  # timing per measurement (torch.utils.benchmark, 2 threads)
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
-import pandas as pd
 import seaborn as sns
-import torch
 from IPython.display import display
+from myst_nb import glue
 
-from compstudy import config, data, features, models, plots, zoo
-from compstudy.results import RunStore
+from compstudy import plots
 from compstudy.seeding import seed_everything
+from compstudy.studies import upstream
 
-cfg = config.resolve("00_upstream", globals())
+cfg = upstream.Config.resolve(globals())
 seed_everything(cfg.seed)
 plots.set_style()
 display(cfg.as_table())
+results = upstream.run(cfg)
 
 # %% [markdown]
-# ## The datasets
+# ## The weights really are ImageNet weights
 #
-# A few images of every class of each dataset. The source mixes shape, texture and colour
-# with clutter, affine jitter and noise; `near` reuses its primitives in new combinations,
-# `middle` has textures only, `far` draws glyphs, and `digits` is scikit-learn's real
-# handwritten digits upsampled to 32×32.
+# Each model classifies the 16 ImageNet stub images at 224 px with timm's evaluation
+# transform. The DeiT-Tiny weights come from a per-tensor export whose LayerNorm parameters
+# were rounded to 8-bit fixed point; the malamute it calls a husky is the known miss.
 
-# %%
-source_train, source_val, source_test = zoo.SourceSpec(
-    cfg.source_dataset, cfg.source_train_per_class, cfg.source_test_per_class,
-    cfg.source_val_per_class, cfg.seed).splits()
-targets = {name: (data.load_dataset(name, "train", cfg.target_train_per_class, cfg.seed),
-                  data.load_dataset(name, "test", cfg.target_test_per_class, cfg.seed))
-           for name in cfg.target_datasets}
-sizes = pd.DataFrame(
-    [(cfg.source_dataset, len(source_train.classes), len(source_train), len(source_val), len(source_test))]
-    + [(n, len(tr.classes), len(tr), 0, len(te)) for n, (tr, te) in targets.items()],
-    columns=["dataset", "classes", "train", "val", "test"]).set_index("dataset")
-display(sizes)
-
-# %%
-gallery = {cfg.source_dataset: source_train} | {n: tr for n, (tr, _) in targets.items()}
-for name, images in gallery.items():
-    shown = range(0, len(images.classes), max(1, len(images.classes) // 10))  # 10 rows at most
-    fig = plots.image_grid(images.images, images.labels, images.classes, n_per_class=8,
-                           classes=list(shown), title=name)
-    plots.save_figure(fig, cfg.figures_dir / f"gallery_{name}.png")
-    plt.show()
+# %% tags=["hide-input"]
+stubs = results.stubs.pivot_table(index="image", columns="model", values=["prediction", "correct"],
+                                  aggfunc="first").swaplevel(axis=1).sort_index(axis=1)
+stubs.insert(0, "truth", results.stubs.groupby("image").truth.first())
+display(stubs)
+for name, frame in results.stubs.groupby("model"):
+    glue(f"stubs_correct_{name}", int(frame.correct.sum()), display=False)
 
 # %% [markdown]
-# ## Pretraining the zoo
+# ## The targets
 #
-# Each model trains on the source with the recipe in the parameters above, early-stopping
-# on held-out source images; checkpoints are cached under `artifacts/zoo/` keyed by the
-# whole recipe, so chapters load exactly these weights.
+# Eight images of each class of every target, at native size (the models' preprocessing
+# resizes them). CIFAR-10 here is a JPEG copy at quality 75, so accuracies on it are not
+# comparable with published CIFAR-10 numbers.
 
-# %%
-store = RunStore(cfg.results_dir, key=["kind", "model", "dataset"])
-specs = zoo.specs_from_params(cfg.params)
-pretrained, histories = {}, []
-for arch in cfg.zoo_models:
-    if zoo.is_local(arch):
-        model, payload = zoo.pretrain(specs[arch])
-        histories.append(zoo.history_frame(payload))
-        unit = {"kind": "source", "model": arch, "dataset": cfg.source_dataset}
-        if unit in store.pending([unit]):
-            store.add(unit | {"accuracy": payload["source_test_accuracy"],
-                              "parameters": sum(p.numel() for p in model.parameters())})
-    else:
-        model = zoo.upstream_model(arch, cfg.profile)
-    pretrained[arch] = model
-
-if histories:
-    fig = plots.training_curves(pd.concat(histories, ignore_index=True))
-    plots.save_figure(fig, cfg.figures_dir / "training_curves.png")
-    plt.show()
-
-# %% [markdown]
-# ## Linear probes: pretrained versus random initialisation
-#
-# A logistic-regression probe on frozen pre-logit features, for every model and target,
-# with few and with all training images. The same architecture at random initialisation
-# is the baseline the pretrained features must beat.
-
-# %%
-probe_units = [{"kind": f"probe_{init}", "model": arch, "dataset": name}
-               for arch in cfg.zoo_models for init in ("pretrained", "random")
-               for name in cfg.target_datasets]
-for unit in store.pending(probe_units):
-    seed_everything(cfg.seed)
-    model = (pretrained[unit["model"]] if unit["kind"] == "probe_pretrained"
-             else models.build_model(unit["model"], num_classes=10))
-    accuracies = features.probe_accuracies(model, *targets[unit["dataset"]], cfg.probe_shots, cfg.seed)
-    store.add_many([unit | {"shots": shots, "accuracy": acc} for shots, acc in accuracies.items()])
-
-runs = store.frame
-probes = runs[runs.kind.str.startswith("probe")].assign(init=lambda f: f.kind.str.removeprefix("probe_"))
-table = probes.pivot_table(index=["model", "shots"], columns=["dataset", "init"], values="accuracy")
-display(table.round(3))
-
-# %%
-grid = sns.catplot(data=probes.assign(shots=probes.shots.map(lambda s: "all" if s == -1 else f"{s}-shot")),
-                   x="dataset", y="accuracy", hue="init", col="model", row="shots", kind="bar",
-                   height=2.6, aspect=1.3, order=cfg.target_datasets)
-grid.set_titles("{col_name} · {row_name}")
-plots.save_figure(grid.figure, cfg.figures_dir / "probes.png")
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(1, len(results.targets), figsize=(2.6 * len(results.targets), 4.2))
+for ax, (name, (train_set, _)) in zip(axes, results.targets.items()):
+    plots.image_grid(train_set.images, train_set.labels, train_set.classes, n_per_class=4,
+                     title=name, ax=ax)
+plots.save_figure(fig, cfg.figures_dir / "targets.png")
+glue("targets_figure", fig, display=False)
 plt.show()
 
 # %% [markdown]
-# ## How far is each target from the source?
+# ## Cost and throughput at each resolution
 #
-# Measured, not asserted: the Fréchet distance between the source test features and each
-# target's features in the pretrained feature space of the distance model (the FID
-# formula), beside the gain of its pretrained probe over its random-init probe.
+# MACs per image are counted by Torch-Pruning's counter; throughput is measured with
+# `torch.utils.benchmark` on two threads, forward at batch {glue:text}`throughput_batch` and SGD
+# steps (forward, backward, update) at the same batch. This table is where each chapter
+# picks its input resolution.
 
-# %%
-distance_arch = cfg.distance_model
-source_features = features.extract_features(pretrained[distance_arch], source_test)
-rows = []
-for name in cfg.target_datasets:
-    unit = {"kind": "distance", "model": distance_arch, "dataset": name}
-    if unit in store.pending([unit]):
-        target_features = features.extract_features(pretrained[distance_arch], targets[name][1])
-        store.add(unit | {"distance": features.frechet_distance(source_features, target_features)})
-runs = store.frame
-distances = runs[runs.kind == "distance"].set_index("dataset")["distance"]
-full = probes[probes.shots == -1].pivot_table(index=["model", "dataset"], columns="init",
-                                                values="accuracy")
-summary = pd.DataFrame({
-    "frechet_distance": distances,
-    "probe_pretrained": full.loc[distance_arch]["pretrained"],
-    "probe_random": full.loc[distance_arch]["random"],
-}).loc[cfg.target_datasets]
-summary["probe_gain"] = summary.probe_pretrained - summary.probe_random
-display(summary.round(3))
+# %% tags=["hide-input"]
+costs = results.costs.assign(gmacs=lambda f: f.macs / 1e9).round(
+    {"gmacs": 3, "forward_img_s": 0, "train_img_s": 0})
+display(costs.set_index(["model", "resolution"])[["parameters", "gmacs", "forward_img_s", "train_img_s"]])
+glue("throughput_batch", cfg.throughput_batch, display=False)
+glue("costs_table", costs.set_index(["model", "resolution"]), display=False)
+fig, ax = plt.subplots(figsize=(5.5, 3.2))
+sns.lineplot(data=results.costs, x="resolution", y="train_img_s", hue="model", marker="o", ax=ax)
+ax.set(yscale="log", xlabel="input side (px)", ylabel="training images / s (2 threads)")
+plots.save_figure(fig, cfg.figures_dir / "throughput.png")
+plt.show()
 
-fig, ax = plt.subplots(figsize=(5, 3.2))
-sns.barplot(x=summary.index, y=summary.frechet_distance, ax=ax, color=sns.color_palette()[0])
-ax.set(xlabel="target", ylabel="Fréchet distance to source",
-       title=f"feature space of {distance_arch}")
+# %% [markdown]
+# ## ImageNet features against random initialisation
+#
+# A logistic-regression probe on frozen pre-logit features (standardised), trained on
+# {glue:text}`probe_train_per_class` images per class and tested on up to
+# {glue:text}`probe_test_per_class` per class of every target, for the ImageNet weights and for
+# the same network at timm's random initialisation. The gap is what pretraining buys a
+# chapter at that resolution.
+
+# %% tags=["hide-input"]
+gains = upstream.probe_gains(results.probes)
+glue("probe_train_per_class", cfg.probe_train_per_class, display=False)
+glue("probe_test_per_class", cfg.probe_test_per_class, display=False)
+grid = sns.catplot(data=results.probes, x="resolution", y="probe_accuracy", hue="init",
+                   col="target", row="model", kind="point", height=2.0, aspect=0.9,
+                   col_order=cfg.targets, sharex=False)
+grid.set_titles("{row_name} · {col_name}")
+plots.save_figure(grid.figure, cfg.figures_dir / "probes.png")
+glue("probes_figure", grid.figure, display=False)
+plt.show()
+table = gains.pivot_table(index=["model", "resolution"], columns="target",
+                          values=["imagenet", "random"]).round(3)
+display(table)
+for row in gains.itertuples():
+    for column in ("imagenet", "random", "gain"):
+        glue(f"probe_{column}_{row.model}_{row.resolution}_{row.target}", float(getattr(row, column)),
+             display=False)
+
+# %% [markdown]
+# ## How far is each target from ImageNet?
+#
+# Measured, not asserted: the normalised entropy of the ImageNet classifier's predictions on
+# each target's test images (0: it is sure the image shows one ImageNet class; 1: it has no
+# idea). Targets the classifier cannot place are the ones layer-wise pruning expects to need
+# fewer of its layers.
+
+# %% tags=["hide-input"]
+distance = upstream.distances(results.probes)
+display(distance.round(3))
+fig, ax = plt.subplots(figsize=(6, 3.2))
+long = distance.stack(["model", "resolution"], future_stack=True).rename("entropy").reset_index()
+sns.barplot(data=long, x="target", y="entropy", hue="model", order=cfg.targets, ax=ax, errorbar=None)
+ax.set(ylabel="ImageNet prediction entropy", xlabel="", ylim=(0, 1))
 plots.save_figure(fig, cfg.figures_dir / "distances.png")
 plt.show()
 
 # %% [markdown]
-# ## Source accuracy of the zoo
+# ## Where the files come from
+#
+# Every external file is listed once in `compstudy.assets`, with its canonical source, licence
+# and digest; it is read from the cache, the offline mirror or a verified download.
 
-# %%
-source_rows = runs[runs.kind == "source"][["model", "accuracy", "parameters"]]
-display(source_rows.rename(columns={"accuracy": "source_test_accuracy"}).set_index("model").round(3))
+# %% tags=["hide-input"]
+display(upstream.asset_table())

@@ -1,4 +1,5 @@
-"""Tests of the data suite: determinism, balance, splits, few-shot sampling, real-set loading."""
+"""Tests of the datasets: real sets through the asset layer, synthetic targets, few-shot
+sampling, disjoint partitions, loaders and the $DATA_ROOT readers."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from compstudy import data
+from compstudy import data, paths
 from compstudy.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
-    """Send every dataset cache of a test to its own temporary folder."""
-    monkeypatch.setattr(data, "ARTIFACTS_DIR", tmp_path / "artifacts")
+    """Send the dataset cache of a test to its own temporary folder."""
+    monkeypatch.setattr(paths, "ARTIFACTS_DIR", tmp_path / "artifacts")
     return tmp_path / "artifacts" / "datasets"
 
 
@@ -23,26 +24,11 @@ def _rows(ds: data.ImageSet) -> set[bytes]:
     return {bytes(img) for img in ds.images.reshape(len(ds), -1).numpy()}
 
 
-def test_source10_is_source_labelled_by_style(cache_dir):
-    """source10: exactly per_class images per style, drawn from source, every shape present."""
-    ten = data.load_dataset("source10", "train", per_class=7, seed=3)
-    source = data.load_dataset("source", "train", per_class=1, seed=3)  # ceil(7 / 10) per class
-    assert ten.classes == tuple(data.SOURCE_STYLES) and len(ten.classes) == 10
-    assert torch.equal(torch.bincount(ten.labels, minlength=10), torch.full((10,), 7))
-    style_of = {bytes(img): int(label) % 10 for img, label in
-                zip(source.images.reshape(len(source), -1).numpy(), source.labels)}
-    rows = ten.images.reshape(len(ten), -1).numpy()
-    assert all(style_of[bytes(img)] == int(label) for img, label in zip(rows, ten.labels))
-    full = data.load_dataset("source10", "train", per_class=10, seed=3)
-    assert _rows(full) == _rows(source)  # 10 per style = every source image once
-
-
-@pytest.mark.parametrize("name", data.GENERATED)
+@pytest.mark.parametrize("name", data.SYNTHETIC)
 def test_synthetic_is_deterministic_across_cache_miss_and_hit(name, cache_dir):
     first = data.load_dataset(name, "train", per_class=3, seed=7)
-    path = data.cache_path(name, "train", 3, 7)
-    assert path.parent == cache_dir and path.name == f"{name}-train-3-s7-v{data.GENERATOR_VERSION}.pt"
-    assert path.exists() and not list(cache_dir.glob("*.tmp"))
+    [path] = cache_dir.glob("*.pt")
+    assert not list(cache_dir.glob("*.tmp"))
     hit = data.load_dataset(name, "train", per_class=3, seed=7)
     path.unlink()
     regenerated = data.load_dataset(name, "train", per_class=3, seed=7)
@@ -53,7 +39,7 @@ def test_synthetic_is_deterministic_across_cache_miss_and_hit(name, cache_dir):
     assert not torch.equal(first.images, other_seed.images)
 
 
-@pytest.mark.parametrize("name, n_classes", [("source", 100), ("near", 10), ("middle", 10), ("far", 10)])
+@pytest.mark.parametrize("name, n_classes", [("near", 10), ("middle", 10), ("far", 10)])
 def test_synthetic_shapes_balance_and_disjoint_splits(name, n_classes):
     train = data.load_dataset(name, "train", per_class=4, seed=0)
     test = data.load_dataset(name, "test", per_class=2, seed=0)
@@ -70,27 +56,13 @@ def test_synthetic_shapes_balance_and_disjoint_splits(name, n_classes):
     assert not _rows(train) & _rows(test)
 
 
-def test_source_classes_combine_shape_and_style():
-    ds = data.load_dataset("source", "test", per_class=1)
-    assert ds.classes[0] == "disc/red-solid" and ds.classes[-1] == "L-shape/white-red-rings"
-    assert {c.split("/")[0] for c in ds.classes} == set(data.SOURCE_SHAPES)
-    assert {c.split("/")[1] for c in ds.classes} == set(data.SOURCE_STYLES)
-
-
-def test_mean_std_match_the_source_set():
-    x = data.to_float(data.load_dataset("source", "train", per_class=20).images)
-    assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.tensor(data.MEAN), atol=0.02)
-    assert torch.allclose(x.std(dim=(0, 2, 3)), torch.tensor(data.STD), atol=0.02)
-
-
 def test_digits_split_is_stratified_and_complete():
     train, test = data.load_dataset("digits", "train"), data.load_dataset("digits", "test")
     assert len(train) + len(test) == 1797 and len(test) == 540
     assert train.classes == test.classes == tuple(str(d) for d in range(10))
     for ds in (train, test):
-        assert ds.images.dtype == torch.uint8 and ds.images.shape[1:] == (3, 32, 32)
+        assert ds.images.dtype == torch.uint8 and ds.images.shape[1:] == (1, 8, 8)  # native size
         assert ds.images.max() == 255 and ds.images.min() == 0
-        assert torch.equal(ds.images[:, 0], ds.images[:, 2])  # grey replicated
     total = train.class_counts() + test.class_counts()
     assert ((test.class_counts() - 0.3 * total).abs() <= 1).all()  # stratified 70/30
     assert torch.equal(data.load_dataset("digits", "test", seed=3).images, test.images)
@@ -144,16 +116,16 @@ def test_few_shot_on_an_imageset_names_class_and_dataset():
 
 # ------------------------------------------------------------------------------ bad input
 def test_unknown_dataset_and_split():
-    with pytest.raises(ConfigError, match=r"unknown dataset 'imagenet'; valid choices: source, near, .*cifar10"):
+    with pytest.raises(ConfigError, match=r"unknown dataset 'imagenet'; valid choices: cifar10, .*near, .*cifar100"):
         data.load_dataset("imagenet", "train", per_class=2)
     with pytest.raises(ConfigError, match=r"unknown split 'val'; valid choices: train, test"):
-        data.load_dataset("source", "val", per_class=2)
+        data.load_dataset("near", "val", per_class=2)
     with pytest.raises(ConfigError, match="per_class"):
-        data.load_dataset("source", "train")
-    assert set(data.dataset_names()) == set(data.OFFLINE_DATASETS) | set(data.TORCHVISION_DATASETS)
+        data.load_dataset("near", "train")
+    assert set(data.dataset_names()) == set(data.REAL) | set(data.SYNTHETIC) | set(data.TORCHVISION_DATASETS)
     assert data.check_dataset_name("cifar10") == "cifar10"
-    with pytest.raises(ConfigError, match="unknown dataset 'Source'"):
-        data.check_dataset_name("Source")
+    with pytest.raises(ConfigError, match="unknown dataset 'Near'"):
+        data.check_dataset_name("Near")
 
 
 @pytest.mark.parametrize("name", list(data.TORCHVISION_DATASETS))
@@ -172,7 +144,7 @@ def test_missing_real_dataset_names_data_root_and_layout(name, tmp_path, monkeyp
 
 def _write_cifar10(root, per_batch=4):
     """Write CIFAR-10 in its real python-pickle layout; returns the expected train/test arrays."""
-    folder = root / "cifar10" / "cifar-10-batches-py"
+    folder = root / "cifar10_png" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
@@ -188,21 +160,21 @@ def _write_cifar10(root, per_batch=4):
     return {k: (np.concatenate([x for x, _ in v]), sum((y for _, y in v), [])) for k, v in written.items()}
 
 
-def test_cifar10_in_its_real_layout_loads(tmp_path, monkeypatch):
+def test_original_cifar10_in_its_torchvision_layout_loads(tmp_path, monkeypatch, cache_dir):
     expected = _write_cifar10(tmp_path / "data")
     monkeypatch.setenv("DATA_ROOT", str(tmp_path / "data"))
     for split, n in (("train", 20), ("test", 4)):
-        ds = data.load_dataset("cifar10", split)
+        ds = data.load_dataset("cifar10_png", split)
         x, y = expected[split]
-        assert ds.name == "cifar10" and len(ds) == n and ds.classes[0] == "airplane" and len(ds.classes) == 10
+        assert ds.name == "cifar10_png" and len(ds) == n and ds.classes[0] == "airplane" and len(ds.classes) == 10
         assert ds.images.dtype == torch.uint8 and ds.images.shape == (n, 3, 32, 32)
         assert torch.equal(ds.images.reshape(n, -1), torch.from_numpy(x))
         assert ds.labels.tolist() == y
-        again = data.load_dataset("cifar10", split)  # from the cache
+        again = data.load_dataset("cifar10_png", split)  # from the cache
         assert torch.equal(again.images, ds.images) and torch.equal(again.labels, ds.labels)
 
 
-def test_unsplit_torchvision_set_is_resized_and_split(tmp_path, monkeypatch):
+def test_unsplit_torchvision_set_is_resized_and_split(tmp_path, monkeypatch, cache_dir):
     """EuroSAT (an ImageFolder, shipped unsplit) goes through the generic torchvision reader."""
     from PIL import Image
 
@@ -214,7 +186,7 @@ def test_unsplit_torchvision_set_is_resized_and_split(tmp_path, monkeypatch):
     monkeypatch.setenv("DATA_ROOT", str(tmp_path / "data"))
     train, test = data.load_dataset("eurosat", "train"), data.load_dataset("eurosat", "test")
     assert train.classes == ("Forest", "River", "SeaLake")
-    assert train.images.shape == (21, 3, 32, 32) and len(test) == 9
+    assert train.images.shape == (21, 3, 128, 128) and len(test) == 9
     assert torch.equal(test.class_counts(), torch.full((3,), 3))
     assert not _rows(train) & _rows(test)
     assert (train.images[:, 2] == 200).all()  # resized pixels kept, red channel encodes the class
@@ -222,24 +194,22 @@ def test_unsplit_torchvision_set_is_resized_and_split(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------------- loader
-def test_loader_yields_normalised_batches_covering_the_set():
+def test_loader_yields_float_batches_covering_the_set():
     ds = data.load_dataset("middle", "train", per_class=5)
     loader = data.make_loader(ds, batch_size=16, shuffle=True, seed=3)
     batches = list(loader)
     assert len(loader) == 4
     assert [len(y) for _, y in batches] == [16, 16, 16, 2]
     x = torch.cat([b[0] for b in batches])
-    assert x.dtype == torch.float32 and x.shape == (50, 3, 32, 32)
-    mean, std = torch.tensor(data.MEAN).view(3, 1, 1), torch.tensor(data.STD).view(3, 1, 1)
+    assert x.dtype == torch.float32 and x.shape == (50, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
     labels = torch.cat([b[1] for b in batches])
     assert torch.equal(labels.sort().values, ds.labels.sort().values)
-    # every batch image is a normalised image of the set, in a seeded order
-    first = batches[0][0][0] * std + mean
-    assert any(torch.allclose(first, data.to_float(img), atol=1e-5) for img in ds.images)
+    # every batch image is an image of the set, in a seeded order
+    assert any(torch.equal(batches[0][0][0], data.to_float(img[None])[0]) for img in ds.images)
     again = torch.cat([b[0] for b in data.make_loader(ds, 16, shuffle=True, seed=3)])
     assert torch.equal(x, again)
     plain = torch.cat([b[0] for b in data.make_loader(ds, 16, shuffle=False)])
-    assert torch.allclose(plain * std + mean, data.to_float(ds.images), atol=1e-5)
+    assert torch.equal(plain, data.to_float(ds.images))
     assert len(list(data.make_loader(ds, 16, shuffle=False, drop_last=True))) == 3
 
 
@@ -251,8 +221,66 @@ def test_augmentation_keeps_shapes_and_is_seeded():
     other = torch.cat([x for x, _ in data.make_loader(ds, 8, shuffle=False, augment=True, seed=2)])
     assert aug.shape == plain.shape and aug.dtype == torch.float32
     assert torch.equal(aug, again) and not torch.equal(aug, other) and not torch.equal(aug, plain)
-    # each augmented image is a 32x32 crop of the zero-padded (zero = mean colour) image, maybe flipped
+    # each augmented image is a 32x32 crop of the zero-padded (black) image, maybe flipped
     padded = torch.nn.functional.pad(plain, (4, 4, 4, 4))
     for a, p in zip(aug, padded):
         crops = [q[:, i:i + 32, j:j + 32] for q in (p, p.flip(-1)) for i in range(9) for j in range(9)]
         assert any(torch.equal(a, c) for c in crops)
+
+
+def test_grey_images_become_three_equal_channels():
+    digits = data.load_dataset("digits", "test")
+    x = data.to_float(digits.images[:5])
+    assert x.shape == (5, 3, 8, 8) and torch.equal(x[:, 0], x[:, 2])
+    assert torch.equal(x[:, 0], digits.images[:5, 0].float() / 255)
+
+
+# ------------------------------------------------------------------------- real, offline
+@pytest.mark.parametrize("name, sizes, shape", [
+    ("cifar10", (50000, 10000), (3, 32, 32)),
+    ("fashion_mnist", (60000, 10000), (1, 28, 28)),
+    ("mnist", (3500, 1500), (1, 28, 28)),
+])
+def test_real_sets_have_their_sizes_balance_and_native_shape(name, sizes, shape):
+    for split, n in zip(data.SPLITS, sizes):
+        ds = data.load_dataset(name, split)
+        assert len(ds) == n and ds.images.shape[1:] == shape and len(ds.classes) == 10
+        assert torch.equal(ds.class_counts(), torch.full((10,), n // 10))
+        assert ds.images.float().std() > 30  # real images, not blanks
+
+
+def test_cifar10_classes_and_jpeg_content():
+    test = data.load_dataset("cifar10", "test")
+    assert test.classes == ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                            "ship", "truck")
+    means = test.images.float().mean(dim=(0, 2, 3)) / 255
+    assert torch.allclose(means, torch.tensor([0.491, 0.482, 0.447]), atol=0.01)  # the mirror's means
+
+
+def test_mnist_split_is_disjoint_and_seeded():
+    train, test = data.load_dataset("mnist", "train"), data.load_dataset("mnist", "test")
+    assert not _rows(train) & _rows(test)
+    assert torch.equal(data.load_dataset("mnist", "test").images, test.images)
+
+
+# ------------------------------------------------------------------------------ partitions
+def test_partition_parts_are_disjoint_sized_and_stable():
+    ds = data.load_dataset("near", "train", per_class=12, seed=0)
+    parts = data.partition(ds, {"proxy": 5, "fewshot": 3, "rest": -1}, seed=2)
+    assert [len(p) for p in parts.values()] == [50, 30, 40]
+    ids = [set(p.ids.tolist()) for p in parts.values()]
+    assert not ids[0] & ids[1] and not ids[0] & ids[2] and not ids[1] & ids[2]
+    assert set().union(*ids) == set(ds.ids.tolist())
+    assert all(torch.equal(p.class_counts(), torch.full((10,), n)) for p, n in zip(parts.values(), (5, 3, 4)))
+    smaller = data.partition(ds, {"proxy": 5, "fewshot": 1}, seed=2)  # later sizes leave earlier parts alone
+    assert torch.equal(smaller["proxy"].ids, parts["proxy"].ids)
+    with pytest.raises(ConfigError, match="need 13 images per class"):
+        data.partition(ds, {"a": 6, "b": 7}, seed=0)
+    with pytest.raises(ConfigError, match="at most one part"):
+        data.partition(ds, {"a": -1, "b": -1}, seed=0)
+
+
+def test_subsets_keep_ids_into_the_full_split():
+    ds = data.load_dataset("far", "train", per_class=3)
+    sub = data.few_shot(ds, 1, seed=0).subset([2, 0])
+    assert torch.equal(ds.images[sub.ids], sub.images)

@@ -1,4 +1,4 @@
-"""Frozen-feature helpers: probes, Fréchet distance and input adaptation."""
+"""Frozen-feature helpers: probes and the Fréchet distance."""
 
 import numpy as np
 import pytest
@@ -37,20 +37,6 @@ def test_probe_accuracies_draws_each_budget_and_extracts_once(monkeypatch):
     real_extract = features.extract_features
     monkeypatch.setattr(features, "extract_features",
                         lambda m, s: calls.append(len(s)) or real_extract(m, s))
-    model = models.build_model("vit_mini", 10)
+    model = models.upstream_model("deit_tiny", 32, pretrained=False)
     accuracies = features.probe_accuracies(model, train, test, [1, 3], seed=0)
     assert set(accuracies) == {1, 3} and calls == [len(train), len(test)]
-
-
-def test_adapt_input_leaves_local_batches_and_converts_for_imagenet_models():
-    local = models.build_model("resnet18", 10)
-    batch = torch.randn(2, 3, 32, 32)
-    assert models.adapt_input(local, batch) is batch
-    local.pretrained_cfg = {**local.pretrained_cfg, "input_size": (3, 64, 64),
-                            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
-    grey = torch.full((1, 3, 32, 32), 0.5)
-    normalised = (grey - torch.tensor(data.MEAN).view(1, 3, 1, 1)) / torch.tensor(data.STD).view(1, 3, 1, 1)
-    adapted = models.adapt_input(local, normalised)
-    assert adapted.shape == (1, 3, 64, 64)
-    expected = (0.5 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
-    assert torch.allclose(adapted[0, :, 10, 10], expected, atol=1e-5)

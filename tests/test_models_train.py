@@ -1,40 +1,49 @@
-"""Models, the training loop and the upstream zoo cache."""
+"""The input adapter and the one training loop (seeded, hooks, early stopping, schedule)."""
 
 import pytest
+import timm
 import torch
+from torch import nn
 
-from compstudy import config, data, models, train, zoo
+from compstudy import models, train
 from compstudy.errors import ConfigError
 from compstudy.seeding import seed_everything
 
 
-@pytest.mark.parametrize("name, width", [("resnet18", 512), ("resnet34", 512), ("vit", 64), ("vit_mini", 64)])
-def test_local_models_take_32px_images(name, width):
-    model = models.build_model(name, num_classes=7).eval()
-    images = torch.randn(3, 3, 32, 32)
-    assert model(images).shape == (3, 7)
-    assert models.pooled_features(model, images).shape == (3, width)
-
-
-def test_vit_has_twelve_blocks_of_width_64_and_patch_4():
-    vit = models.build_model("vit", num_classes=10)
-    assert len(vit.blocks) == 12 and vit.embed_dim == 64
-    assert vit.patch_embed.patch_size == (4, 4) and vit.patch_embed.num_patches == 64
-
-
-def test_unknown_model_and_offline_weights_are_clear_errors():
-    with pytest.raises(ConfigError, match="unknown model 'resnet9000'; valid choices: resnet18"):
-        models.build_model("resnet9000", 10)
-    with pytest.raises(ConfigError, match="trained by notebook 00"):
-        models.build_model("resnet18", 10, pretrained=True)
+def _small_vit(side: int = 32) -> nn.Module:
+    """A tiny timm ViT with a timm pretrained_cfg, as the upstream models have."""
+    model = timm.create_model("vit_tiny_patch16_224", img_size=side, patch_size=8, embed_dim=32,
+                              depth=2, num_heads=2, num_classes=2)
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, side, side)}
+    return model
 
 
 def _toy_loader(seed=0, n=64):
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(n, 3, 32, 32, generator=generator)
-    labels = (images[:, 0].mean((1, 2)) > 0).long()  # learnable from the red channel
+    images = torch.rand(n, 3, 32, 32, generator=generator)
+    labels = (images[:, 0].mean((1, 2)) > 0.5).long()  # learnable from the red channel
     dataset = torch.utils.data.TensorDataset(images, labels)
     return torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True, generator=generator)
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ConfigError, match="unknown model 'resnet9000'; valid choices: efficientnet_lite0"):
+        models.check_model_name("resnet9000")
+    assert models.check_model_name("deit_tiny") == "deit_tiny"
+    assert models.check_model_name("resnet50.tv2_in1k") == "resnet50.tv2_in1k"  # any timm name (paper)
+
+
+def test_adapt_input_resizes_and_normalises_with_the_models_statistics():
+    model = _small_vit()
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 64, 64), "interpolation": "bilinear",
+                            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    grey = torch.full((1, 3, 32, 32), 0.5)
+    adapted = models.adapt_input(model, grey)
+    assert adapted.shape == (1, 3, 64, 64)
+    expected = (0.5 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(adapted[0, :, 10, 10], expected, atol=1e-5)
+    plain = nn.Linear(3, 3)  # no pretrained_cfg: the batch passes unchanged
+    assert models.adapt_input(plain, grey) is grey
 
 
 def test_fit_is_seeded_learns_and_returns_a_tidy_history():
@@ -42,7 +51,7 @@ def test_fit_is_seeded_learns_and_returns_a_tidy_history():
     results = []
     for _ in range(2):
         seed_everything(0)
-        model = models.build_model("vit_mini", num_classes=2)
+        model = _small_vit()
         history = train.fit(model, _toy_loader(), settings, val_loader=_toy_loader(1), progress=False)
         results.append((history, [p.detach().clone() for p in model.parameters()]))
     (first, weights_a), (second, weights_b) = results
@@ -53,9 +62,33 @@ def test_fit_is_seeded_learns_and_returns_a_tidy_history():
     assert train_loss[-1] < train_loss[0]
 
 
+def test_fit_hooks_run_in_order_and_a_custom_loss_replaces_cross_entropy():
+    seed_everything(0)
+    model = _small_vit()
+    events = []
+    weight = model.head.weight
+
+    def after_backward():
+        events.append(("backward", weight.grad is not None))
+        weight.grad.zero_()  # a frozen-by-hook parameter: the step must not move it
+
+    def loss_fn(m, images, targets):
+        events.append(("loss", images.shape[-1]))
+        return m(images).pow(2).mean(), None  # no logits: no train accuracy row
+
+    before = weight.detach().clone()
+    history = train.fit(model, _toy_loader(n=32), train.FitSettings(epochs=1, lr=0.1, optimizer="sgd",
+                                                                    weight_decay=0.0),
+                        loss_fn=loss_fn, after_backward=after_backward,
+                        after_step=lambda: events.append(("step", None)), progress=False)
+    assert events == [("loss", 32), ("backward", True), ("step", None)] * 2
+    assert torch.equal(weight, before)
+    assert set(history.metric) == {"loss"}
+
+
 def test_early_stopping_halts_and_restores_best_weights():
     seed_everything(0)
-    model = models.build_model("vit_mini", num_classes=2)
+    model = _small_vit()
     settings = train.FitSettings(epochs=30, lr=1e-6, optimizer="sgd", patience=2)
     history = train.fit(model, _toy_loader(), settings, val_loader=_toy_loader(1), progress=False)
     assert history.epoch.max() < 30
@@ -76,10 +109,9 @@ def test_warmup_rises_linearly_to_the_peak_then_cosine_anneals_to_zero():
 
 def test_fit_feeds_each_model_the_input_side_it_declares():
     seed_everything(0)
-    model = models.build_model("resnet18", num_classes=2)
+    model = _small_vit(side=48)
     sides = []
     model.register_forward_pre_hook(lambda module, args: sides.append(args[0].shape[-1]))
-    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 48, 48)}  # as a 48-px timm model
     train.fit(model, _toy_loader(n=16), train.FitSettings(epochs=1, lr=1e-3, optimizer="adamw"),
               progress=False)
     train.predict(model, _toy_loader(n=16))
@@ -93,47 +125,3 @@ def test_fit_settings_reject_bad_values():
         train.FitSettings(epochs=0, lr=0.1)
     with pytest.raises(ConfigError, match="warmup_epochs"):
         train.FitSettings(epochs=2, lr=0.1, warmup_epochs=3)
-
-
-def test_zoo_trains_once_then_hits_the_cache(monkeypatch, tmp_path):
-    monkeypatch.setattr(zoo.paths, "ARTIFACTS_DIR", tmp_path)
-    monkeypatch.setattr(data, "ARTIFACTS_DIR", tmp_path, raising=False)
-    params = config.validate("00_upstream", {
-        "profile": "smoke", "source_train_per_class": 4, "source_val_per_class": 1,
-        "source_test_per_class": 2, "zoo_models": ["resnet18", "vit_mini"],
-        "epochs": {"resnet18": 1, "vit_mini": 1}, "teachers": {"vit_mini": "resnet18"}})
-    spec = zoo.specs_from_params(params)["vit_mini"]
-    assert spec.teacher == zoo.specs_from_params(params)["resnet18"]
-    assert not spec.path.exists() and not spec.teacher.path.exists()
-    model, payload = zoo.pretrain(spec, progress=False)
-    assert spec.teacher.path.exists(), "the distillation teacher is trained (and cached) first"
-    assert spec.path.exists() and 0.0 <= payload["source_test_accuracy"] <= 1.0
-    mtime = spec.path.stat().st_mtime_ns
-
-    calls = []
-    monkeypatch.setattr(train, "fit", lambda *a, **k: calls.append(1))
-    again, payload_again = zoo.pretrain(spec, progress=False)
-    assert calls == [] and spec.path.stat().st_mtime_ns == mtime  # cache hit: no training
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    assert payload_again["source_test_accuracy"] == payload["source_test_accuracy"]
-
-    other = zoo.specs_from_params({**params, "seed": 1})["vit_mini"]
-    assert other.key != spec.key  # any change of recipe is a different checkpoint
-    longer_teacher = zoo.specs_from_params({**params, "epochs": {"resnet18": 2, "vit_mini": 1}})
-    assert longer_teacher["vit_mini"].key != spec.key  # ... the teacher's recipe included
-
-
-def test_zoo_config_errors():
-    params = config.validate("00_upstream", {"zoo_models": ["resnet18"], "epochs": {}})
-    with pytest.raises(ConfigError, match="has no entry in epochs"):
-        zoo.specs_from_params(params)
-    pair = {"zoo_models": ["resnet18", "vit_mini"], "epochs": {"resnet18": 1, "vit_mini": 1}}
-    with pytest.raises(ConfigError, match="teacher 'resnet34' of 'vit_mini' must be a zoo model"):
-        zoo.specs_from_params(config.validate("00_upstream", {**pair, "teachers": {"vit_mini": "resnet34"}}))
-    with pytest.raises(ConfigError, match="give a teacher exactly when its recipe has distillation"):
-        zoo.specs_from_params(config.validate("00_upstream", {**pair, "teachers": {}}))
-    with pytest.raises(ConfigError, match="distillation > 0 needs a teacher"):
-        train.fit(models.build_model("vit_mini", 2), _toy_loader(n=16),
-                  train.FitSettings(epochs=1, lr=1e-3, distillation=0.5), progress=False)
-    with pytest.raises(ConfigError, match="not in the smoke zoo; valid choices: resnet18, vit_mini"):
-        zoo.upstream_model("resnet34", "smoke")

@@ -1,7 +1,9 @@
-"""One fit / evaluate loop for every chapter: seeded, with tqdm progress and early stopping.
+"""One fit / evaluate loop for every chapter: seeded, with hooks, tqdm progress and early stopping.
 
-Batches pass through :func:`compstudy.models.adapt_input`, so the same loaders feed the
-32×32 zoo and timm's ImageNet models of the ``paper`` profile.
+Loader batches (float RGB in [0, 1] at native size) pass through
+:func:`compstudy.models.adapt_input`, so one loader feeds models of any input side and
+normalisation. Sparse, structured and mimicking training reuse :func:`fit` through its loss
+function and its ``after_backward`` / ``after_step`` hooks.
 """
 
 from __future__ import annotations
@@ -43,9 +45,6 @@ class FitSettings:
             (None: never); the weights of the best validation epoch are restored.
         warmup_epochs: linear warm-up from 0 to ``lr`` over this many epochs (fractions
             allowed), which keeps SGD at lr 0.1 and AdamW on ViTs from stalling early.
-        distillation: weight w of hard-label distillation from a teacher (DeiT, Touvron et
-            al. 2021, §5): loss = (1 - w) CE(labels) + w CE(teacher's argmax). A CNN teacher
-            lends a small-data ViT its inductive bias; 0 trains on the labels alone.
     """
 
     epochs: int
@@ -55,7 +54,6 @@ class FitSettings:
     label_smoothing: float = 0.0
     patience: int | None = None
     warmup_epochs: float = 0.0
-    distillation: float = 0.0
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -65,8 +63,6 @@ class FitSettings:
             raise ConfigError(f"epochs must be >= 1 and lr > 0, got {self.epochs}, {self.lr}")
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise ConfigError(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
-        if not 0 <= self.distillation <= 1:
-            raise ConfigError(f"distillation must be in [0, 1], got {self.distillation}")
 
 
 def make_optimizer(params, settings: FitSettings) -> torch.optim.Optimizer:
@@ -108,26 +104,38 @@ def evaluate(model: nn.Module, loader: DataLoader) -> dict[str, float]:
             "accuracy": (logits.argmax(1) == labels).float().mean().item()}
 
 
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
+    """The default loss of :func:`fit`: cross-entropy on the labels; returns (loss, logits)."""
+    def loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor):
+        logits = model(images)
+        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing), logits
+    return loss
+
+
 def fit(model: nn.Module, train_loader: DataLoader, settings: FitSettings,
         val_loader: DataLoader | None = None, desc: str = "fit", progress: bool = True,
-        params=None, after_step: Callable[[], None] | None = None,
-        teacher: nn.Module | None = None) -> pd.DataFrame:
-    """Train ``model`` with cross-entropy; return the history as a tidy frame.
+        params=None, loss_fn: LossFn | None = None,
+        after_backward: Callable[[], None] | None = None,
+        after_step: Callable[[], None] | None = None) -> pd.DataFrame:
+    """Train ``model``; return the history as a tidy frame.
 
     Args:
         params: the tensors to train (default: all of ``model``).
+        loss_fn: ``(model, adapted images, targets) -> (loss, logits or None)``; default
+            cross-entropy with the settings' label smoothing. Train accuracy is logged when
+            logits are returned.
+        after_backward: called after every backward pass, before the step (e.g. to add a
+            sub-gradient or zero the gradients of pruned weights).
         after_step: called after every optimiser step (e.g. to re-apply a sparsity mask).
-        teacher: frozen model whose predictions are the distillation targets; required
-            when ``settings.distillation > 0``.
 
     Returns:
         Columns ``epoch, split, metric, value`` with split ``train`` (running means) and
         ``val`` (when a validation loader is given).
     """
-    if settings.distillation > 0 and teacher is None:
-        raise ConfigError("distillation > 0 needs a teacher model")
-    if teacher is not None:
-        teacher.eval()
+    loss_fn = loss_fn or cross_entropy_loss(settings.label_smoothing)
     params = list(model.parameters() if params is None else params)
     optimizer = make_optimizer(params, settings)
     total = settings.epochs * len(train_loader)
@@ -138,25 +146,24 @@ def fit(model: nn.Module, train_loader: DataLoader, settings: FitSettings,
         model.train()
         loss_sum = correct = seen = 0
         for images, targets in train_loader:
-            logits = model(models.adapt_input(model, images))
-            loss = F.cross_entropy(logits, targets, label_smoothing=settings.label_smoothing)
-            if settings.distillation > 0:
-                with torch.no_grad():
-                    taught = teacher(models.adapt_input(teacher, images)).argmax(1)
-                loss = ((1 - settings.distillation) * loss
-                        + settings.distillation * F.cross_entropy(logits, taught))
+            loss, logits = loss_fn(model, models.adapt_input(model, images), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if after_backward is not None:
+                after_backward()
             optimizer.step()
             scheduler.step()
             if after_step is not None:
                 after_step()
             loss_sum += loss.item() * len(targets)
-            correct += (logits.argmax(1) == targets).sum().item()
+            if logits is not None:
+                correct += (logits.argmax(1) == targets).sum().item()
             seen += len(targets)
             bar.update()
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-        rows += [(epoch, "train", "loss", loss_sum / seen), (epoch, "train", "accuracy", correct / seen)]
+        rows.append((epoch, "train", "loss", loss_sum / seen))
+        if logits is not None:
+            rows.append((epoch, "train", "accuracy", correct / seen))
         if val_loader is not None:
             metrics = evaluate(model, val_loader)
             rows += [(epoch, "val", name, value) for name, value in metrics.items()]
