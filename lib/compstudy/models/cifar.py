@@ -33,8 +33,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import ConfigError, unknown_choice
-from .results import atomic_write_bytes
+from ..errors import ConfigError, unknown_choice
+from ..results import atomic_write_bytes
 
 VGG_LAYOUTS: dict[str, list] = {
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
