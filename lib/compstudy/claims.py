@@ -1,0 +1,537 @@
+"""Claims: an effect, its 95 % confidence interval, ``n`` and a verdict that decides.
+
+Every chapter tests its papers' claims with this one engine, so that verdicts mean the same
+thing on every page. The study's rule (design.md, "Verdicts that decide") is:
+
+- ``reproduced``: the CI excludes zero on the paper's side;
+- ``contradicted``: the CI excludes zero on the other side, or excludes the paper's effect size
+  where the paper gives one;
+- ``inconclusive``: the CI covers zero; the result states the minimum detectable effect (MDE);
+- ``not testable``: the result states why.
+
+"Within noise" is inconclusive, never "not reproduced". A claim of "no difference" is tested
+for equivalence against a margin stated on the page: ``reproduced`` only when the whole CI lies
+inside ``[-margin, +margin]``, ``contradicted`` when it lies wholly outside, else
+``inconclusive``.
+
+Intervals. The unit is what the design pairs (a target, a seed, a budget): ``differences``
+holds one paired difference per unit. When units are nested (seeds within targets), pass the
+outer labels as ``cluster``; each cluster then counts once, through its mean, and ``n`` is the
+number of clusters. The interval is chosen from that ``n`` (``method="auto"``):
+
+- ``n <= SMALL_N`` (10): the t-interval, exact for normal differences. A bootstrap of so few
+  units has few distinct resamples and undercovers (even the expanded percentile interval below
+  covers about 92 % at n = 5 for a nominal 95 %; the plain percentile one about 83 %).
+- larger ``n``: the paired bootstrap, which needs no normality and follows skewed differences.
+
+The method's name travels with every result (column ``method`` of ``claims.csv``) so that the
+page says which one was used.
+
+Only numpy, scipy and pandas are used here; ``myst_nb`` is imported when a page glues.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from compstudy.results import atomic_write_text
+
+LEVEL = 0.95
+"""Confidence level of every interval."""
+POWER = 0.80
+"""Power at which the minimum detectable effect is stated."""
+SMALL_N = 10
+"""Up to this many units, ``method="auto"`` uses the t-interval (or Fisher z for a correlation)."""
+
+REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE = (
+    "reproduced", "contradicted", "inconclusive", "not testable")
+VERDICTS = (REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE)
+
+COLUMNS = ("claim", "statement", "paper", "effect", "ci_low", "ci_high", "margin", "n",
+           "verdict", "evidence")
+"""The columns of ``claims.csv``, in this order; the extras below follow them."""
+EXTRA_COLUMNS = ("kind", "method", "mde", "paper_effect", "reason")
+
+_TEXT_COLUMNS = ("claim", "statement", "paper", "verdict", "evidence", "kind", "method", "reason")
+_ID = re.compile(r"[A-Za-z0-9_.\-]+")
+_CHUNK = 4_000_000  # resampled values held in memory at once
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of a paper, as a chapter tests it.
+
+    Args:
+        id: short identifier, e.g. ``"1.2"``; used in glue keys, so letters, digits, ``._-``.
+        statement: the claim in one sentence.
+        paper: the paper's evidence, with its numbers (these are citations, so they are typed).
+        evidence: the figure or table of the run that shows the effect.
+        direction: ``+1`` when the paper expects the effect to be above zero, ``-1`` below.
+            Equivalence claims ignore it.
+        paper_effect: the paper's effect size in the same units as ours, where the paper gives
+            one that is comparable at our scale; a CI that excludes it contradicts the claim.
+    """
+
+    id: str
+    statement: str
+    paper: str
+    evidence: str
+    direction: int = 1
+    paper_effect: float | None = None
+
+    def __post_init__(self):
+        if not _ID.fullmatch(self.id):
+            raise ValueError(f"claim id {self.id!r} must use only letters, digits and '._-'")
+        if self.direction not in (1, -1):
+            raise ValueError(f"claim {self.id}: direction must be +1 or -1, not {self.direction!r}")
+        if self.paper_effect is not None and self.direction * self.paper_effect <= 0:
+            raise ValueError(f"claim {self.id}: paper_effect {self.paper_effect} is not on the "
+                             f"side of its direction {self.direction:+d}")
+
+
+class Interval(NamedTuple):
+    """An effect with its 95 % CI.
+
+    ``n`` counts independent units (clusters when clustered). ``method`` names the interval for
+    the page. ``df`` is the degrees of freedom of the interval's reference distribution: ``n - 1``
+    for a t-interval, infinite (normal) otherwise; the MDE uses it.
+    """
+
+    effect: float
+    ci_low: float
+    ci_high: float
+    n: int
+    method: str
+    df: float = math.inf
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """A tested claim: one row of ``claims.csv``.
+
+    ``kind`` is ``directional``, ``equivalence``, ``correlation``, or empty when not testable.
+    ``margin`` is set for equivalence claims only, ``mde`` for inconclusive ones only, ``reason``
+    for claims that are not testable.
+    """
+
+    claim: Claim
+    verdict: str
+    kind: str = ""
+    effect: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    method: str = ""
+    margin: float | None = None
+    mde: float | None = None
+    reason: str = ""
+
+    def row(self) -> dict:
+        """The ``claims.csv`` row, columns in file order."""
+        c = self.claim
+        return {"claim": c.id, "statement": c.statement, "paper": c.paper, "effect": self.effect,
+                "ci_low": self.ci_low, "ci_high": self.ci_high, "margin": self.margin,
+                "n": self.n, "verdict": self.verdict, "evidence": c.evidence, "kind": self.kind,
+                "method": self.method, "mde": self.mde, "paper_effect": c.paper_effect,
+                "reason": self.reason}
+
+
+# ----------------------------------------------------------------------------- intervals
+
+
+def _units(differences: Sequence[float], cluster: Sequence | None) -> np.ndarray:
+    """The independent units: the differences, or the mean difference of each cluster."""
+    d = np.asarray(differences, dtype=float)
+    if d.ndim != 1:
+        raise ValueError(f"differences must be one-dimensional, got shape {d.shape}")
+    if not np.isfinite(d).all():
+        raise ValueError("differences contain NaN or infinite values; drop unpaired units first")
+    if cluster is None:
+        return d
+    labels = np.asarray(cluster)
+    if labels.shape != d.shape:
+        raise ValueError(f"cluster has {labels.size} labels for {d.size} differences")
+    _, inverse = np.unique(labels, return_inverse=True)
+    return np.bincount(inverse, weights=d) / np.bincount(inverse)
+
+
+def _need(units: np.ndarray, minimum: int, what: str) -> None:
+    if units.size < minimum:
+        raise ValueError(f"{what} needs at least {minimum} units, got {units.size}")
+
+
+def t_interval(differences: Sequence[float], cluster: Sequence | None = None) -> Interval:
+    """t CI of the mean difference (``scipy.stats.t``, ``n - 1`` degrees of freedom).
+
+    Exact when the unit differences are normal, and the right choice for few units
+    (``n <= SMALL_N``), where a bootstrap undercovers. With ``cluster``, the units are the
+    cluster means, each weighted once.
+    """
+    u = _units(differences, cluster)
+    _need(u, 2, "a t-interval")
+    n = u.size
+    mean = float(u.mean())
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, n - 1) * u.std(ddof=1) / math.sqrt(n))
+    method = "t-interval on cluster means" if cluster is not None else "t-interval"
+    return Interval(mean, mean - half, mean + half, n, method, float(n - 1))
+
+
+def paired_bootstrap(differences: Sequence[float], n_boot: int = 10_000, seed: int = 0,
+                     cluster: Sequence | None = None) -> Interval:
+    """Bootstrap CI of the mean paired difference, deterministic for a given ``seed``.
+
+    Resamples units with replacement and takes the expanded percentile interval (Hesterberg,
+    "What teachers should know about the bootstrap", Am. Stat. 2015): the percentiles are
+    widened so that, for normal data, the interval matches the t-interval's width. The plain
+    percentile interval is as narrow as a z-interval with the biased SD, and covers only about
+    90-93 % at n = 10-30 for normal data.
+
+    With ``cluster`` (e.g. the target of each seed's difference), whole clusters are resampled
+    and each counts through its mean: the cluster bootstrap. Resampling seeds again inside each
+    drawn cluster is not done, since the cluster means already carry the seed-to-seed spread
+    and a second stage would count it twice (Davison & Hinkley, "Bootstrap Methods and their
+    Application", 1997, section 3.8).
+    """
+    u = _units(differences, cluster)
+    _need(u, 2, "a bootstrap")
+    if n_boot < 100:
+        raise ValueError(f"n_boot must be at least 100, got {n_boot}")
+    n = u.size
+    rng = np.random.default_rng(seed)
+    rows = max(1, _CHUNK // n)
+    means = np.concatenate([u[rng.integers(0, n, size=(min(rows, n_boot - start), n))].mean(axis=1)
+                            for start in range(0, n_boot, rows)])
+    t_crit = stats.t.ppf(0.5 + LEVEL / 2, n - 1)
+    tail = float(stats.norm.sf(math.sqrt(n / (n - 1)) * t_crit))  # one-sided, below (1-LEVEL)/2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    kind = "cluster bootstrap" if cluster is not None else "paired bootstrap"
+    return Interval(float(u.mean()), float(low), float(high), n,
+                    f"{kind} (expanded percentile, {n_boot} resamples)")
+
+
+def mean_interval(differences: Sequence[float], method: str = "auto",
+                  cluster: Sequence | None = None, n_boot: int = 10_000,
+                  seed: int = 0) -> Interval:
+    """CI of the mean difference: ``"t"``, ``"bootstrap"``, or ``"auto"``.
+
+    ``"auto"`` takes the t-interval for up to ``SMALL_N`` units (clusters when clustered) and
+    the paired bootstrap above.
+    """
+    if method == "auto":
+        method = "t" if _units(differences, cluster).size <= SMALL_N else "bootstrap"
+    if method == "t":
+        return t_interval(differences, cluster)
+    if method == "bootstrap":
+        return paired_bootstrap(differences, n_boot, seed, cluster)
+    raise ValueError(f"unknown interval method {method!r}; valid choices: auto, t, bootstrap")
+
+
+def _fisher_z(rho: float, n: int) -> float:
+    """Fisher's z of a rank correlation; +-1 counts as the nearest value n pairs can give.
+
+    A perfect ranking has an infinite z, hence an interval of zero width. Taking it as one
+    adjacent swap away, ``1 - 12 / (n (n^2 - 1))``, keeps the interval honest for few pairs.
+    """
+    edge = 1 - 12 / (n * (n * n - 1))
+    return math.atanh(float(np.clip(rho, -edge, edge)))
+
+
+def _ranks(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Ranks of ``values[idx]`` within each row; tied values share their average rank.
+
+    Counts how often each distinct value is drawn in a row, so every resample is ranked at
+    once (``scipy.stats.rankdata`` with ``axis=1`` gives the same, several times slower).
+    """
+    _, level = np.unique(values, return_inverse=True)
+    m = int(level.max()) + 1
+    drawn = level[idx]
+    rows = np.arange(idx.shape[0])[:, None]
+    counts = np.bincount((drawn + m * rows).ravel(), minlength=idx.shape[0] * m).reshape(-1, m)
+    below = np.cumsum(counts, axis=1) - counts
+    return np.take_along_axis(below + (counts + 1) / 2, drawn, axis=1)
+
+
+def _spearman_rows(a: np.ndarray, b: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Spearman's rho of the pairs ``(a[idx], b[idx])``, row by row; NaN where a row is tied."""
+    ra = _ranks(a, idx)
+    rb = _ranks(b, idx)
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (ra * rb).sum(axis=1) / np.sqrt((ra ** 2).sum(axis=1) * (rb ** 2).sum(axis=1))
+
+
+def spearman_ci(x: Sequence[float], y: Sequence[float], method: str = "auto",
+                n_boot: int = 10_000, seed: int = 0) -> Interval:
+    """Spearman's rho between paired ``x`` and ``y`` with its 95 % CI.
+
+    ``"fisher"``: Fisher's z with the Bonett & Wright (Psychometrika 2000) variance
+    ``(1 + rho^2 / 2) / (n - 3)``; it covers at least nominally for bivariate-normal data down
+    to a handful of pairs. ``"bootstrap"``: percentile interval over resampled pairs, with no
+    distributional assumption (resamples whose ranks are all tied are dropped). ``"auto"`` takes
+    Fisher's z for up to ``SMALL_N`` pairs, where resamples repeat too few pairs, and the
+    bootstrap above.
+    """
+    a = np.asarray(x, dtype=float)
+    b = np.asarray(y, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"x and y must be paired one-dimensional arrays, got {a.shape}, {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("x or y contain NaN or infinite values")
+    n = a.size
+    if n < 4:
+        raise ValueError(f"a rank-correlation interval needs at least 4 pairs, got {n}")
+    rho = float(_spearman_rows(a, b, np.arange(n)[None])[0])
+    if not math.isfinite(rho):
+        raise ValueError("x or y is constant: Spearman's rho is undefined")
+    if method == "auto":
+        method = "fisher" if n <= SMALL_N else "bootstrap"
+    if method == "fisher":
+        z = _fisher_z(rho, n)
+        half = stats.norm.ppf(0.5 + LEVEL / 2) * math.sqrt((1 + rho ** 2 / 2) / (n - 3))
+        low, high = math.tanh(z - half), math.tanh(z + half)
+        return Interval(rho, min(low, rho), max(high, rho), n,
+                        "Spearman, Fisher z (Bonett-Wright SE)")
+    if method == "bootstrap":
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, n, size=(n_boot, n))
+        rhos = _spearman_rows(a, b, idx)
+        low, high = np.nanquantile(rhos, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+        return Interval(rho, float(low), float(high), n,
+                        f"Spearman, pairs bootstrap (percentile, {n_boot} resamples)")
+    raise ValueError(f"unknown correlation method {method!r}; valid choices: auto, fisher, "
+                     "bootstrap")
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+def mde(ci_low: float, ci_high: float, df: float = math.inf) -> float:
+    """Minimum detectable effect of a 95 % CI: the true effect found with 80 % power.
+
+    ``MDE = (q_0.975 + q_0.80) * SE`` with ``SE = (ci_high - ci_low) / 2 / q_0.975`` (the
+    standard error the CI implies) and ``q`` the quantiles of the interval's reference
+    distribution: Student's t with ``df`` degrees of freedom for a t-interval, the standard
+    normal otherwise (Bloom, "Minimum detectable effects", Evaluation Review 1995). With normal
+    quantiles the MDE is 2.80 SE; with t quantiles at n = 5 it is 3.72 SE: few units need a
+    larger effect.
+    """
+    q_level = stats.t.ppf(0.5 + LEVEL / 2, df)
+    q_power = stats.t.ppf(POWER, df)
+    return float((q_level + q_power) * (ci_high - ci_low) / 2 / q_level)
+
+
+def _rho_mde(ci_low: float, ci_high: float, n: int) -> float:
+    """MDE of a rank correlation, found on Fisher's z scale (where rho's SE is even)."""
+    return math.tanh(mde(_fisher_z(ci_low, n), _fisher_z(ci_high, n)))
+
+
+def _directional_verdict(claim: Claim, low: float, high: float) -> str:
+    """The design's rule, clause by clause; a contradiction is checked first.
+
+    Read literally, a CI that excludes the paper's effect size contradicts the claim even when
+    it lies on the paper's side of zero (a smaller effect than the paper's) or covers zero.
+    """
+    toward_low, toward_high = sorted((claim.direction * low, claim.direction * high))
+    misses_paper = claim.paper_effect is not None and not low <= claim.paper_effect <= high
+    if toward_high < 0 or misses_paper:
+        return CONTRADICTED
+    if toward_low > 0:
+        return REPRODUCED
+    return INCONCLUSIVE
+
+
+def _equivalence_verdict(low: float, high: float, margin: float) -> str:
+    if -margin <= low and high <= margin:
+        return REPRODUCED
+    if low > margin or high < -margin:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+def _result(claim: Claim, kind: str, interval: Interval, margin: float | None = None,
+            rho_scale: bool = False) -> ClaimResult:
+    if margin is None:
+        verdict = _directional_verdict(claim, interval.ci_low, interval.ci_high)
+    else:
+        if not margin > 0:
+            raise ValueError(f"claim {claim.id}: the equivalence margin must be > 0, got {margin}")
+        verdict = _equivalence_verdict(interval.ci_low, interval.ci_high, margin)
+    detectable = None
+    if verdict == INCONCLUSIVE:
+        detectable = (_rho_mde(interval.ci_low, interval.ci_high, interval.n) if rho_scale
+                      else mde(interval.ci_low, interval.ci_high, interval.df))
+    return ClaimResult(claim, verdict, kind, float(interval.effect), float(interval.ci_low),
+                       float(interval.ci_high), int(interval.n), interval.method,
+                       None if margin is None else float(margin), detectable)
+
+
+def _too_few(claim: Claim, units: int, minimum: int) -> ClaimResult | None:
+    if units >= minimum:
+        return None
+    return not_testable(claim, f"{units} unit(s); an interval needs at least {minimum}", n=units)
+
+
+def directional(claim: Claim, differences: Sequence[float], method: str = "auto",
+                cluster: Sequence | None = None, n_boot: int = 10_000,
+                seed: int = 0) -> ClaimResult:
+    """Test "the effect is above (``direction`` +1) or below (-1) zero" on paired differences.
+
+    The interval comes from :func:`mean_interval`; fewer than two units give ``not testable``.
+    """
+    tiny = _too_few(claim, _units(differences, cluster).size, 2)
+    if tiny is not None:
+        return tiny
+    return _result(claim, "directional",
+                   mean_interval(differences, method, cluster, n_boot, seed))
+
+
+def equivalence(claim: Claim, differences: Sequence[float], margin: float, method: str = "auto",
+                cluster: Sequence | None = None, n_boot: int = 10_000,
+                seed: int = 0) -> ClaimResult:
+    """Test "no difference" within ``+-margin`` (same units as the differences).
+
+    ``reproduced`` needs the whole 95 % CI inside the margin, which is stricter than the usual
+    two one-sided tests at 5 % (a 90 % CI). ``contradicted`` needs it wholly outside.
+    """
+    tiny = _too_few(claim, _units(differences, cluster).size, 2)
+    if tiny is not None:
+        return tiny
+    return _result(claim, "equivalence",
+                   mean_interval(differences, method, cluster, n_boot, seed), margin)
+
+
+def correlation(claim: Claim, x: Sequence[float], y: Sequence[float], method: str = "auto",
+                n_boot: int = 10_000, seed: int = 0) -> ClaimResult:
+    """Test the sign of Spearman's rho (``direction``); the interval is :func:`spearman_ci`.
+
+    An inconclusive correlation's MDE is found on Fisher's z scale and stated as a rho.
+    """
+    tiny = _too_few(claim, len(x), 4)
+    if tiny is not None:
+        return tiny
+    return _result(claim, "correlation", spearman_ci(x, y, method, n_boot, seed), rho_scale=True)
+
+
+def judge(claim: Claim, interval: Interval, margin: float | None = None) -> ClaimResult:
+    """Verdict for an interval computed elsewhere (e.g. between two interpolated curves).
+
+    Without ``margin`` the claim is directional; with it, an equivalence claim. The MDE of an
+    inconclusive result uses ``interval.df`` (infinite, i.e. normal, unless given).
+    """
+    return _result(claim, "directional" if margin is None else "equivalence", interval, margin)
+
+
+def not_testable(claim: Claim, reason: str, n: int | None = None) -> ClaimResult:
+    """A claim this run cannot test, with the reason the page shows."""
+    if not reason.strip():
+        raise ValueError(f"claim {claim.id}: a claim that is not testable needs a reason")
+    return ClaimResult(claim, NOT_TESTABLE, n=n, reason=reason)
+
+
+# ----------------------------------------------------------------------------- claims.csv
+
+
+def write_claims(results_dir: Path, results: Iterable[ClaimResult]) -> Path:
+    """Write ``<results_dir>/claims.csv`` atomically; returns its path.
+
+    Columns: :data:`COLUMNS` then :data:`EXTRA_COLUMNS`. Empty cells are values that do not
+    apply (``margin`` outside equivalence claims, ``mde`` outside inconclusive ones).
+    """
+    rows = [r.row() for r in results]
+    ids = [r["claim"] for r in rows]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ValueError(f"claim ids repeated: {', '.join(repeated)}")
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, *EXTRA_COLUMNS])
+    frame["n"] = frame["n"].astype("Int64")
+    path = Path(results_dir) / "claims.csv"
+    atomic_write_text(path, frame.to_csv(index=False))
+    return path
+
+
+def read_claims(path: Path) -> pd.DataFrame:
+    """Read a ``claims.csv`` (or the run folder holding one); ids stay strings ("1.10")."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "claims.csv"
+    frame = pd.read_csv(path, dtype={c: str for c in _TEXT_COLUMNS} | {"n": "Int64"})
+    for column in _TEXT_COLUMNS:
+        frame[column] = frame[column].fillna("")
+    return frame
+
+
+# ----------------------------------------------------------------------------- pages
+
+
+def _fmt(value: float, digits: int, sign: str = "") -> str:
+    return f"{value:{sign}.{digits}f}"
+
+
+def claims_table(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """A claims table for a page, one row per claim (index: claim id).
+
+    The effect reads ``+1.2 [0.4, 2.0]`` (``digits`` decimals; rank correlations always 2).
+    ``note`` states the margin of an equivalence claim, the MDE of an inconclusive one, and the
+    reason of one that is not testable.
+    """
+    rows = []
+    for r in frame.itertuples(index=False):
+        d = 2 if r.kind == "correlation" else digits
+        tested = r.verdict != NOT_TESTABLE
+        notes = []
+        if pd.notna(r.margin):
+            notes.append(f"margin ±{_fmt(r.margin, d)}")
+        if pd.notna(r.mde):
+            notes.append(f"MDE {_fmt(r.mde, d)}")
+        if r.reason:
+            notes.append(r.reason)
+        rows.append({
+            "claim": r.claim, "statement": r.statement, "paper": r.paper, "verdict": r.verdict,
+            "effect [95 % CI]": (f"{_fmt(r.effect, d, '+')} [{_fmt(r.ci_low, d)}, "
+                                 f"{_fmt(r.ci_high, d)}]") if tested else "—",
+            "n": "" if pd.isna(r.n) else str(int(r.n)),
+            "method": r.method, "note": "; ".join(notes), "evidence": r.evidence})
+    columns = ["claim", "statement", "paper", "verdict", "effect [95 % CI]", "n", "method",
+               "note", "evidence"]
+    return pd.DataFrame(rows, columns=columns).set_index("claim")
+
+
+def _plain(value) -> float | int | str:
+    """A plain Python value for glue (numpy scalars render badly: MyST-NB issue 610)."""
+    if isinstance(value, str):
+        return value
+    if pd.isna(value):
+        return float("nan")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return float(value)
+
+
+def glue_claims(frame: pd.DataFrame, prefix: str = "") -> list[str]:
+    """Glue each claim's numbers and the claims table into the executing notebook.
+
+    Keys: ``{prefix}claim_{id}_{field}`` for ``effect``, ``ci_low``, ``ci_high``, ``mde``
+    (floats, NaN where they do not apply), ``n`` (int) and ``verdict`` (str), and
+    ``{prefix}claims_table`` for :func:`claims_table`. Nothing is displayed. Returns the keys.
+    """
+    from myst_nb import glue
+
+    keys = []
+    for r in frame.to_dict("records"):
+        for field in ("effect", "ci_low", "ci_high", "mde", "n", "verdict"):
+            key = f"{prefix}claim_{r['claim']}_{field}"
+            glue(key, _plain(r[field]), display=False)
+            keys.append(key)
+    glue(f"{prefix}claims_table", claims_table(frame), display=False)
+    keys.append(f"{prefix}claims_table")
+    return keys
