@@ -49,11 +49,12 @@ import seaborn as sns
 import torch
 from IPython.display import display
 
-from compstudy import config, data, features, models, plots, zoo
+from compstudy import data, features, models, plots, zoo
 from compstudy.results import RunStore
 from compstudy.seeding import seed_everything
+from compstudy.studies.upstream import Config
 
-cfg = config.resolve("00_upstream", globals())
+cfg = Config.resolve(globals())
 seed_everything(cfg.seed)
 plots.set_style()
 display(cfg.as_table())
