@@ -59,12 +59,13 @@ import seaborn as sns
 import torch
 from IPython.display import display
 
-from compstudy import config, data, metrics, plots, prompting, sparsity, train, zoo
+from compstudy import data, metrics, plots, prompting, sparsity, train, zoo
 from compstudy.errors import unknown_choice
 from compstudy.results import RunStore
 from compstudy.seeding import seed_everything
+from compstudy.studies.hidden_cost import Config
 
-cfg = config.resolve("01_hidden_cost", globals())
+cfg = Config.resolve(globals())
 seed_everything(cfg.seed)
 plots.set_style()
 display(cfg.as_table())

@@ -66,11 +66,12 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import display
 
-from compstudy import config, plots, structured
+from compstudy import plots, structured
 from compstudy.results import RunStore
 from compstudy.seeding import seed_everything
+from compstudy.studies.pruning_value import Config
 
-cfg = config.resolve("02_pruning_value", globals())
+cfg = Config.resolve(globals())
 seed_everything(cfg.seed)
 plots.set_style()
 display(cfg.as_table())

@@ -63,8 +63,9 @@ from IPython.display import display
 from compstudy import config, data, plots, petl, sls, train, zoo
 from compstudy.results import RunStore
 from compstudy.seeding import seed_everything
+from compstudy.studies.sls import Config
 
-cfg = config.resolve("03_sls", globals())
+cfg = Config.resolve(globals())
 seed_everything(cfg.seed, threads=cfg.threads or None)
 plots.set_style()
 display(cfg.as_table())

@@ -70,11 +70,12 @@ import seaborn as sns
 import torch
 from IPython.display import display
 
-from compstudy import config, data, dcvit, metrics, models, plots, zoo
+from compstudy import data, dcvit, metrics, models, plots, zoo
 from compstudy.results import RunStore
 from compstudy.seeding import seed_everything
+from compstudy.studies.dcvit import Config
 
-cfg = config.resolve("04_dcvit", globals())
+cfg = Config.resolve(globals())
 seed_everything(cfg.seed)
 plots.set_style()
 display(cfg.as_table())

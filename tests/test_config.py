@@ -1,8 +1,12 @@
-"""Config validation: notebook parameters are the schema, YAMLs hold overrides."""
+"""Config validation: one typed config per notebook, its parameters cell holds the defaults,
+YAMLs hold overrides."""
+
+import dataclasses
+from typing import Any
 
 import pytest
 
-from compstudy import config
+from compstudy import cache, config, paths
 from compstudy.errors import ConfigError
 
 
@@ -76,9 +80,140 @@ def test_resolve_reads_the_namespace():
     cfg = config.resolve("00_upstream", namespace)
     assert cfg.seed == 5 and cfg.notebook == "00_upstream"
     assert cfg.results_dir.parts[-3:] == ("cpu", "00_upstream", "main")
+    assert cfg.figures_dir == cfg.results_dir / "figures"
     assert list(cfg.as_table().index) == list(config.notebook_parameters("00_upstream"))
+    assert list(cfg.params) == list(config.notebook_parameters("00_upstream"))
 
 
-def test_digest_is_stable_and_sensitive():
+def test_digest_is_one_function_stable_and_sensitive():
+    assert config.digest is cache.digest
     assert config.digest({"a": 1, "b": [1, 2]}) == config.digest({"b": [1, 2], "a": 1})
     assert config.digest({"a": 1}) != config.digest({"a": 2})
+
+
+# ----------------------------------------------------------------------------- typed configs
+
+
+@pytest.mark.parametrize("notebook", config.notebook_names())
+def test_every_notebook_has_a_typed_config_matching_its_parameters_cell(notebook):
+    cls = config.config_class(notebook)
+    assert cls.__module__ == config.study_module(notebook) and cls.__name__ == "Config"
+    assert cls.NOTEBOOK == notebook
+    assert [f.name for f in dataclasses.fields(cls)] != []
+    assert {f.name for f in dataclasses.fields(cls)} == set(config.notebook_parameters(notebook))
+    assert all(ref.split("/")[0] in config.notebook_names() for ref in cls.UPSTREAM)
+    cfg = cls.resolve(dict(config.notebook_parameters(notebook)))  # the defaults are valid
+    assert isinstance(cfg, cls) and cfg.params == config.notebook_parameters(notebook)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.profile = "paper"
+
+
+def test_chapters_declare_the_runs_they_read():
+    assert config.config_class("00_upstream").UPSTREAM == ()
+    assert config.config_class("02_pruning_value").UPSTREAM == ()
+    for notebook in ("01_hidden_cost", "03_sls", "04_dcvit"):
+        assert config.config_class(notebook).UPSTREAM == ("00_upstream/main",)
+
+
+def test_load_config_returns_the_typed_instance():
+    cfg = config.load_config("smoke", "04_dcvit", "update_all")
+    assert type(cfg).__module__ == "compstudy.studies.dcvit"
+    assert cfg.update_settings == ["before", "all"] and cfg.profile == "smoke" and cfg.run == "update_all"
+    assert cfg.n_blocks is None
+
+
+@pytest.mark.parametrize("value, hint, ok", [
+    (1, int, True), (True, int, False), (1.5, int, False), (1, float, True), (1.5, float, True),
+    (True, float, False), ("a", str, True), (1, str, False), (True, bool, True), (1, bool, False),
+    ([1, 2], list[int], True), ([1, "2"], list[int], False), ((1, 2), list[int], False),
+    ([], list[str], True), ({"a": [0.1, 1]}, dict[str, list[float]], True),
+    ({"a": [0.1, "x"]}, dict[str, list[float]], False), ({1: [0.1]}, dict[str, list[float]], False),
+    ({"a": object()}, dict[str, Any], True), (None, int | None, True), (3, int | None, True),
+    ("3", int | None, False), (None, int, False), ("all", list[str], False),
+])
+def test_the_type_checker(value, hint, ok):
+    assert config.conforms(value, hint) is ok
+
+
+@pytest.mark.parametrize("notebook, overrides, message", [
+    ("04_dcvit", {"n_blocks": "two"}, "config key 'n_blocks' of notebook 04_dcvit must be int | None, got 'two'"),
+    ("04_dcvit", {"num_samples": [100, 5.5]}, "'num_samples' of notebook 04_dcvit must be list[int], got [100, 5.5]"),
+    ("04_dcvit", {"num_samples": 100}, "must be list[int], got 100"),
+    ("02_pruning_value", {"resnet_stage_ratios": {"B": [0.6, "x", 0.1]}},
+     "'resnet_stage_ratios' of notebook 02_pruning_value must be dict[str, list[float]]"),
+    ("02_pruning_value", {"measure_speed": 1}, "'measure_speed' of notebook 02_pruning_value must be bool, got 1"),
+    ("04_dcvit", {"update_settings": ["before", "some"]},
+     "unknown update_settings value 'some'; valid choices: before, all"),
+    ("04_dcvit", {"mlp_inits": ["rand"]}, "unknown mlp_inits value 'rand'; valid choices: random, activation"),
+    ("04_dcvit", {"trial_drop_ratio": 1.5}, "'trial_drop_ratio' of notebook 04_dcvit must lie in [0, 1], got 1.5"),
+    ("04_dcvit", {"num_samples": [100, 0]}, "must lie in [1, inf], got 0"),
+    ("03_sls", {"alphas": [0.3, 1.5]}, "alpha must lie in (0, 1], got 1.5"),
+    ("03_sls", {"petl_methods": ["lora"]}, "unknown PETL method 'lora'"),
+    ("03_sls", {"tsne_per_class": 50}, "need 2 <= tsne_per_class <= train_per_class"),
+    ("02_pruning_value", {"slim_ratio": 1.0}, "slim_ratio"),
+    ("02_pruning_value", {"regimes": ["scratch_c"]}, "unknown training regime 'scratch_c'"),
+    ("01_hidden_cost", {"sparse_families": {"lotery": [0.5]}}, "unknown sparse family 'lotery'"),
+    ("01_hidden_cost", {"transfer_labels": ["gmp-0.7"]}, "unknown model label 'gmp-0.7'; valid choices: dense"),
+    ("01_hidden_cost", {"canvases": []}, "'canvases' of notebook 01_hidden_cost needs at least one value"),
+    ("01_hidden_cost", {"shots": [0]}, "n_shot must be a positive number"),
+    ("00_upstream", {"batch_size": 0}, "'batch_size' of notebook 00_upstream must lie in [1, inf], got 0"),
+])
+def test_typed_configs_reject_bad_values_in_one_line(notebook, overrides, message):
+    with pytest.raises(ConfigError) as error:
+        config.validate(notebook, overrides)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_config_class_that_drifts_from_its_parameters_cell_is_named():
+    base = config.config_class("04_dcvit")
+    fields = [(f.name, f.type) for f in dataclasses.fields(base) if f.name not in ("lr", "profile", "run")]
+    drifted = dataclasses.make_dataclass("Config", fields + [("learning_rate", float)],
+                                         bases=(config.NotebookConfig,), frozen=True,
+                                         namespace={"NOTEBOOK": "04_dcvit"})
+    with pytest.raises(ConfigError, match="does not match the parameters cell of 04_dcvit: "
+                       "no field for lr; no parameter for field learning_rate"):
+        drifted.from_overrides({})
+
+
+def test_the_defaults_are_not_shared_between_configs():
+    a = config.load_config("smoke", "04_dcvit", "main")
+    a.seeds.append(99)
+    assert 99 not in config.load_config("smoke", "04_dcvit", "main").seeds
+    assert 99 not in config.notebook_parameters("04_dcvit")["seeds"]
+
+
+def test_a_notebook_without_a_study_module_gets_types_from_its_defaults(tmp_path, monkeypatch):
+    (tmp_path / "00_toy.py").write_text('# %% tags=["parameters"]\nprofile = "cpu"\nrun = "main"\n'
+                                        'units = 5\nrate = 0.5\nnames = ["a"]\nlimit = None\n')
+    monkeypatch.setattr(paths, "NOTEBOOKS_DIR", tmp_path)
+    cls = config.config_class("00_toy")
+    assert issubclass(cls, config.NotebookConfig) and cls.UPSTREAM == ()
+    cfg = cls.from_overrides({"units": 3, "rate": 1, "limit": "anything"})
+    assert (cfg.units, cfg.rate, cfg.limit) == (3, 1, "anything")
+    with pytest.raises(ConfigError, match="config key 'units' of notebook 00_toy must be int, got 2.5"):
+        cls.from_overrides({"units": 2.5})
+    with pytest.raises(ConfigError, match="unknown config key for notebook 00_toy: 'unit'"):
+        cls.from_overrides({"unit": 2})
+
+
+# ----------------------------------------------------------------------------- YAML errors
+
+
+@pytest.mark.parametrize("text, line, problem", [
+    ("seed: 1\nepochs: {resnet18: 2\n", 3, "expected ',' or '}'"),
+    ("seed: 1\n  batch_size: 4\n", 2, "mapping values are not allowed here"),
+    ("seed: [1, 2\nbatch_size: 4\n", 2, "expected ',' or ']'"),
+    ("probe_shots: [5, -1]\n\ttarget_datasets: [near]\n", 2, "found character '\\t'"),
+])
+def test_a_yaml_syntax_error_is_one_line_with_file_and_line(tmp_path, monkeypatch, text, line, problem):
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(paths, "CONFIGS_DIR", tmp_path / "configs")
+    yaml_file = tmp_path / "configs" / "smoke" / "00_upstream" / "main.yaml"
+    yaml_file.parent.mkdir(parents=True)
+    yaml_file.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        config.load_overrides("smoke", "00_upstream", "main")
+    message = str(error.value)
+    assert message.startswith(f"configs/smoke/00_upstream/main.yaml, line {line}, column ")
+    assert "YAML syntax error" in message and problem in message and "\n" not in message
+    assert error.value.__cause__ is None and error.value.__suppress_context__

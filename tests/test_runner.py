@@ -8,7 +8,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from compstudy import config, paths, runner
+from compstudy import cache, config, paths, runner
 from compstudy.errors import ConfigError
 
 from conftest import PYTHON, copy_study, study_env
@@ -87,21 +87,26 @@ def test_skip_rerun_on_config_change_and_resume_after_interruption(toy_study, mo
     assert after.pid[2] != before.pid[0]
 
 
-def test_key_changes_with_library_notebook_and_config(toy_study, tmp_path, monkeypatch):
+def test_key_changes_with_the_imported_library_notebook_code_and_config(toy_study, tmp_path):
     lib_copy = tmp_path / "libcopy"
-    shutil.copytree(runner.LIB_DIR, lib_copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(runner, "LIB_DIR", lib_copy)
+    shutil.copytree(cache.LIB_ROOT / "compstudy", lib_copy / "compstudy",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     params = config.validate("00_toy", {"profile": "smoke", "run": "main"})
-    key = runner.run_key("00_toy", params)
-    assert runner.run_key("00_toy", params) == key
-    assert runner.run_key("00_toy", {**params, "units": 6}) != key
-    with open(lib_copy / "train.py", "a") as handle:
-        handle.write("\n# an edit of the library\n")
-    edited = runner.run_key("00_toy", params)
+    key = runner.run_key("00_toy", params, root=lib_copy)
+    assert runner.run_key("00_toy", params, root=lib_copy) == key
+    assert runner.run_key("00_toy", {**params, "units": 6}, root=lib_copy) != key
+    with open(lib_copy / "compstudy" / "train.py", "a") as handle:  # the toy does not import it
+        handle.write("\n\ndef an_edit():\n    return 1\n")
+    assert runner.run_key("00_toy", params, root=lib_copy) == key
+    with open(lib_copy / "compstudy" / "data.py", "a") as handle:  # ... but it imports data
+        handle.write("\n\ndef an_edit():\n    return 1\n")
+    edited = runner.run_key("00_toy", params, root=lib_copy)
     assert edited != key
     notebook = toy_study / "notebooks" / "00_toy.py"
+    notebook.write_text(notebook.read_text() + "\n# %% [markdown]\n# One more paragraph.\n")
+    assert runner.run_key("00_toy", params, root=lib_copy) == edited
     notebook.write_text(notebook.read_text() + "\n# %%\nprint('one more cell')\n")
-    assert runner.run_key("00_toy", params) != edited
+    assert runner.run_key("00_toy", params, root=lib_copy) != edited
 
 
 @pytest.mark.slow
@@ -152,3 +157,138 @@ def test_check_validates_every_config(tmp_path):
     done = subprocess.run([PYTHON, "-m", "compstudy.runner", "check"], capture_output=True,
                           text=True, env=study_env(root))
     assert done.returncode == 2 and "epochz" in done.stderr
+
+
+def test_a_yaml_syntax_error_is_one_line_with_exit_status_2(tmp_path):
+    root = copy_study(tmp_path)
+    (root / "configs" / "smoke" / "00_upstream" / "main.yaml").write_text("seed: 1\nepochs: {resnet18: 2\n")
+    for args in (["run", "00_upstream", "--profile", "smoke"], ["check"]):
+        done = subprocess.run([PYTHON, "-m", "compstudy.runner", *args], capture_output=True,
+                              text=True, env=study_env(root))
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
+        assert done.stderr.startswith("error: configs/smoke/00_upstream/main.yaml, line 3, column 1: "
+                                      "YAML syntax error: expected ',' or '}'")
+        assert "flow mapping from line 2" in done.stderr
+    assert not (root / "results").exists() and not (root / "book" / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- run keys of the study
+
+CHAPTERS = ("01_hidden_cost", "02_pruning_value", "03_sls", "04_dcvit")
+UPSTREAM_AND_DEPENDANTS = {"00_upstream", "01_hidden_cost", "03_sls", "04_dcvit"}
+
+
+@pytest.fixture
+def study_copy(tmp_path, monkeypatch):
+    """A copy of the library, notebooks and configs whose run keys the tests compute."""
+    shutil.copytree(cache.LIB_ROOT / "compstudy", tmp_path / "lib" / "compstudy",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    root = copy_study(tmp_path)
+    monkeypatch.setattr(paths, "REPO_ROOT", root)
+    monkeypatch.setattr(paths, "NOTEBOOKS_DIR", root / "notebooks")
+    monkeypatch.setattr(paths, "CONFIGS_DIR", root / "configs")
+    return root
+
+
+def keys(root, profile="cpu"):
+    """The key of every run of every notebook of the copy at ``root``."""
+    return {(nb, run): runner.key_of(profile, nb, run, root=root / "lib")
+            for nb in config.notebook_names() for run in config.run_names(profile, nb)}
+
+
+def changed(before, after):
+    """The notebooks with a run whose key changed."""
+    return {notebook for (notebook, run), key in after.items() if before[notebook, run] != key}
+
+
+def append(path, text):
+    path.write_text(path.read_text() + text)
+
+
+def test_keys_are_deterministic_and_distinct(study_copy):
+    before = keys(study_copy)
+    assert keys(study_copy) == before
+    assert len(set(before.values())) == len(before)
+    assert before[("04_dcvit", "main")] == runner.key_of("cpu", "04_dcvit", "main", root=study_copy / "lib")
+
+
+@pytest.mark.parametrize("module, expected", [
+    ("dcvit.py", {"04_dcvit"}),
+    ("studies/dcvit.py", {"04_dcvit"}),
+    ("sls.py", {"03_sls"}),
+    ("petl.py", {"03_sls"}),
+    ("structured.py", {"02_pruning_value"}),
+    ("cifar_models.py", {"02_pruning_value"}),
+    ("prompting.py", {"01_hidden_cost"}),
+    ("sparsity.py", {"01_hidden_cost"}),
+    ("zoo.py", UPSTREAM_AND_DEPENDANTS),  # notebook 00's code, and so its dependants' upstream
+    ("data.py", UPSTREAM_AND_DEPENDANTS | {"02_pruning_value"}),
+])
+def test_editing_one_chapters_module_reruns_that_chapter_only(study_copy, module, expected):
+    before = keys(study_copy)
+    append(study_copy / "lib" / "compstudy" / module, "\n\ndef an_added_function():\n    return 1\n")
+    assert changed(before, keys(study_copy)) == expected
+
+
+def test_editing_notebook_00s_config_reruns_its_dependants(study_copy):
+    before, before_smoke = keys(study_copy), keys(study_copy, "smoke")
+    (study_copy / "configs" / "cpu" / "00_upstream" / "main.yaml").write_text("seed: 1\n")
+    after = keys(study_copy)
+    assert changed(before, after) == UPSTREAM_AND_DEPENDANTS
+    assert all(after[k] != before[k] for k in after if k[0] in UPSTREAM_AND_DEPENDANTS)  # every run
+    assert keys(study_copy, "smoke") == before_smoke  # another profile reads its own YAML
+    ablation = study_copy / "configs" / "cpu" / "04_dcvit" / "mlp_init.yaml"
+    append(ablation, "seeds: [1]\n")
+    assert {k for k in after if keys(study_copy)[k] != after[k]} == {("04_dcvit", "mlp_init")}
+
+
+def _edit_docstrings_and_comments(path):
+    """Change every docstring of a module and add comments; return whether the text changed."""
+    import ast
+
+    source = path.read_text()
+    lines = source.splitlines(keepends=True)
+    tree = ast.parse(source)
+    starts = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) \
+                and ast.get_docstring(node, clean=False) is not None:
+            starts.append((node.body[0].value.lineno, node.body[0].value.col_offset))
+    for lineno, col in sorted(starts, reverse=True):
+        line = lines[lineno - 1]
+        quote = len(line[col:]) - len(line[col:].lstrip("rRuU"))
+        quote += 3 if line[col + quote:col + quote + 3] in ('"""', "'''") else 1
+        lines[lineno - 1] = line[:col + quote] + "Edited, " + line[col + quote:]
+    edited = "# A new first comment.\n" + "".join(lines) + "\n# A trailing comment.\n"
+    path.write_text(edited)
+    return edited != source and bool(starts)
+
+
+def test_editing_docstrings_and_comments_of_any_module_reruns_nothing(study_copy):
+    before = keys(study_copy)
+    modules = sorted((study_copy / "lib" / "compstudy").rglob("*.py"))
+    assert len(modules) > 20
+    assert all(_edit_docstrings_and_comments(path) for path in modules)
+    assert keys(study_copy) == before
+
+
+@pytest.mark.parametrize("notebook, expected", [
+    ("04_dcvit", {"04_dcvit"}),
+    ("02_pruning_value", {"02_pruning_value"}),
+    ("00_upstream", UPSTREAM_AND_DEPENDANTS),
+])
+def test_a_notebooks_markdown_changes_nothing_and_its_code_its_key(study_copy, notebook, expected):
+    before = keys(study_copy)
+    path = study_copy / "notebooks" / f"{notebook}.py"
+    text = path.read_text()
+    path.write_text(text.replace("# %% [markdown]\n# ", "# %% [markdown]\n# Edited prose. ", 1)
+                    + "\n# %% [markdown]\n# A closing paragraph.\n\n# %%\n# a comment in code\n")
+    assert path.read_text() != text and keys(study_copy) == before
+    append(path, "\n# %%\nprint('one more line of code')\n")
+    assert changed(before, keys(study_copy)) == expected
+
+
+def test_upstream_runs_come_from_the_typed_configs():
+    assert runner.upstream_runs("04_dcvit") == (("00_upstream", "main"),)
+    assert runner.upstream_runs("02_pruning_value") == ()

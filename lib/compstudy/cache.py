@@ -24,8 +24,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-import torch
-
 from . import paths
 from .results import atomic_write_bytes
 
@@ -94,17 +92,23 @@ def imported_modules(source: str, importer: str = PACKAGE, root: Path = LIB_ROOT
     return found
 
 
-_PARSED: dict[tuple[Path, int, int], tuple[str, frozenset[str]]] = {}
+_PARSED: dict[tuple[str, Path, str], tuple[str, frozenset[str]]] = {}
 
 
 def _module_source(name: str, root: Path) -> tuple[str, frozenset[str]]:
-    """Normalised code of a module and the modules it imports (memoised per file version)."""
+    """Hash of a module's normalised code, and the modules it imports.
+
+    Memoised by the file's text, not its mtime: an edit within the clock's resolution
+    that keeps the size would otherwise go unseen.
+    """
     path = _module_file(name, root)
-    stat = path.stat()
-    memo = (path, stat.st_mtime_ns, stat.st_size)
+    if path is None:
+        raise ModuleNotFoundError(f"no module {name} under {root}", name=name)
+    source = path.read_text()
+    memo = (name, root, source)
     if memo not in _PARSED:
-        source = path.read_text()
-        _PARSED[memo] = normalized_source(source), frozenset(imported_modules(source, name, root))
+        code = hashlib.sha256(normalized_source(source).encode()).hexdigest()
+        _PARSED[memo] = code, frozenset(imported_modules(source, name, root))
     return _PARSED[memo]
 
 
@@ -142,15 +146,22 @@ def artifact_path(kind: str, inputs: Mapping[str, Any], code: Iterable[ModuleTyp
 
 
 def torch_bytes(obj: Any) -> bytes:
+    import torch  # here, not at the top: config and the runner import this module
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
 
 
+def torch_load(path: Path) -> Any:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def cached(kind: str, inputs: Mapping[str, Any], code: Iterable[ModuleType | Callable | str],
            build: Callable[[], T], save: Callable[[T], bytes] = torch_bytes,
-           load: Callable[[Path], T] = lambda p: torch.load(p, map_location="cpu", weights_only=False),
-           suffix: str = "pt") -> T:
+           load: Callable[[Path], T] = torch_load, suffix: str = "pt") -> T:
     """Return the artifact from the cache, or ``build()`` it and cache it atomically.
 
     ``save`` turns the object into bytes (default: ``torch.save`` of it; keep objects to

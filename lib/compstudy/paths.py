@@ -17,3 +17,11 @@ ARTIFACTS_DIR = Path(os.environ.get("COMPSTUDY_ARTIFACTS", REPO_ROOT / "artifact
 def data_root() -> Path:
     """Folder of the real (torchvision) datasets: ``$DATA_ROOT``, else ``<repo>/data``."""
     return Path(os.environ.get("DATA_ROOT", REPO_ROOT / "data"))
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it: how messages name files."""
+    try:
+        return str(Path(path).relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

@@ -6,8 +6,7 @@ backend (inline in notebooks, Agg in tests and papermill runs).
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 from torchvision.utils import make_grid
+
+from .results import atomic_write_bytes
 
 DISPLAY_DPI = 110
 
@@ -30,20 +31,13 @@ def set_style() -> None:
 def save_figure(fig: Figure, path: Path, dpi: int = 150) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically and return the path.
 
-    Renders to a temporary file in the target folder, then ``os.replace`` (atomic on one
-    filesystem): a crash or interrupted run never leaves a half-written figure behind, and
-    an existing figure is only replaced by a complete one.
+    The figure is rendered in memory first, so a failed render leaves any existing file
+    untouched, and a crash never leaves a half-written figure behind.
     """
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

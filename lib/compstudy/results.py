@@ -7,6 +7,8 @@ rerun skips every unit already in ``runs.csv`` (design.md, "Caching and resumpti
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -38,18 +40,56 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def read_rows(path: Path, required: Iterable[str] = ()) -> pd.DataFrame:
+    """Read a ``runs.csv`` that may have been cut short or damaged, without failing.
+
+    A last line without its newline was cut mid-write: its last field may be partial, so it
+    is blanked. Rows with fewer fields than the header get empty trailing fields; rows with
+    more (no way to tell which value belongs where) and rows with an empty ``required``
+    column are dropped. Types are inferred after the repair, so one damaged row cannot turn
+    an integer column into floats.
+    """
+    text = Path(path).read_text()
+    records = [r for r in csv.reader(io.StringIO(text)) if r]
+    if not records or (len(records) == 1 and not text.endswith(("\n", "\r"))):
+        return pd.DataFrame()  # empty, or only a partial header
+    header, rows = records[0], records[1:]
+    if rows and not text.endswith(("\n", "\r")):
+        rows[-1][-1] = ""
+    needed = [header.index(c) if c in header else None for c in required]
+    kept = []
+    for row in rows:
+        if len(row) > len(header):
+            continue
+        row = row + [""] * (len(header) - len(row))
+        if all(i is not None and row[i] != "" for i in needed):
+            kept.append(row)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([header, *kept])
+    return pd.read_csv(io.StringIO(buffer.getvalue()))
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
 class RunStore:
     """``runs.csv`` of one run: rows keyed by the columns in ``key``.
 
     Args:
         results_dir: ``results/<profile>/<notebook>/<run>/``.
         key: the columns that identify a unit of work (e.g. ``("target", "method", "seed")``).
+        required: further columns without which a row does not count as finished (e.g.
+            ``("accuracy",)``). A row read back without a key or required value is dropped,
+            so its unit is computed again; other missing values stay empty.
     """
 
-    def __init__(self, results_dir: Path, key: Iterable[str]):
+    def __init__(self, results_dir: Path, key: Iterable[str], required: Iterable[str] = ()):
         self.path = Path(results_dir) / "runs.csv"
         self.key = tuple(key)
-        self._frame = pd.read_csv(self.path) if self.path.exists() else pd.DataFrame()
+        self.required = tuple(c for c in required if c not in self.key)
+        needed = self.key + self.required
+        self._frame = read_rows(self.path, needed) if self.path.exists() else pd.DataFrame()
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -83,6 +123,9 @@ class RunStore:
             missing = [k for k in self.key if k not in row]
             if missing:
                 raise ValueError(f"row lacks key columns {missing}")
+            empty = [k for k in self.required if k not in row or _is_missing(row[k])]
+            if empty:
+                raise ValueError(f"row {self.unit_key(row)} lacks required values {empty}")
             if self.unit_key(row) in finished:
                 raise ValueError(f"unit {self.unit_key(row)} already recorded in {self.path}")
         frame = pd.concat([self._frame, pd.DataFrame(rows)], ignore_index=True)

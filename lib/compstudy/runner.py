@@ -4,11 +4,13 @@
 ``configs/P/NB/RUN.yaml`` into ``book/runs/NB/RUN.ipynb``; ``all --profile P`` does every
 run of every notebook in dependency order; ``check`` validates every YAML of every profile.
 
-Cache key = hash(notebook text, resolved config, library source). A run whose executed
-notebook carries the current key is skipped. The executed notebook is written to a
-temporary name and renamed on success, so a failed run never looks finished. The results
-folder remembers the key its rows were computed under: a rerun with the same key resumes
-(the notebook skips finished rows), a new key starts the results afresh.
+A run's key hashes its resolved parameters, the code it runs (the notebook's code and the
+``compstudy`` modules it imports, directly or not, without docstrings and comments) and the
+keys of the upstream runs its config declares. A run whose executed notebook carries the
+current key is skipped. The executed notebook is written to a temporary name and renamed
+on success, so a failed run never looks finished. The results folder remembers the key its
+rows were computed under: a rerun with the same key resumes (the notebook skips finished
+rows), a new key starts the results afresh.
 """
 
 from __future__ import annotations
@@ -17,30 +19,69 @@ import argparse
 import shutil
 import sys
 import time
+from collections.abc import Mapping
+from functools import cache as memoize
 from pathlib import Path
+from typing import Any
 
 import nbformat
 
-from . import config, paths
+from . import cache, config, paths
 from .errors import ConfigError
 from .results import atomic_write_text
 
-LIB_DIR = Path(__file__).resolve().parent
 KEY_FILE = ".run_key"
 
 
-def library_digest() -> str:
-    """Hash of every source file of the package: editing the library invalidates runs."""
-    sources = sorted(LIB_DIR.rglob("*.py"))
-    return config.digest({str(p.relative_to(LIB_DIR)): p.read_text() for p in sources})
+@memoize
+def _notebook_code(source: str, root: Path) -> tuple[str, tuple[str, ...]]:
+    """Digest of a notebook's own code, and the ``compstudy`` modules it imports."""
+    try:
+        own = cache.digest(cache.normalized_source(source))
+    except SyntaxError:  # e.g. an uncommented IPython magic: fall back to the text
+        own = cache.digest(source)
+    return own, tuple(sorted(cache.imported_modules(source, cache.PACKAGE, root)))
 
 
-def run_key(notebook: str, params: dict) -> str:
-    return config.digest({
-        "notebook": config.notebook_path(notebook).read_text(),
-        "params": params,
-        "library": library_digest(),
-    })
+def code_digest(notebook: str, root: Path = cache.LIB_ROOT) -> str:
+    """Digest of the code a notebook runs: its own code (markdown, comments and docstrings
+    excluded) and the source digest of the ``compstudy`` modules it imports, transitively.
+
+    ``root`` is the folder that holds the ``compstudy`` package (tests point it at a copy).
+    """
+    own, modules = _notebook_code(config.notebook_path(notebook).read_text(), root)
+    return cache.digest({"notebook": own, "modules": cache.source_digest(*modules, root=root)})
+
+
+def upstream_runs(notebook: str) -> tuple[tuple[str, str], ...]:
+    """The (notebook, run) pairs a notebook's config declares it reads."""
+    pairs = []
+    for ref in config.config_class(notebook).UPSTREAM:
+        upstream, _, run_name = ref.partition("/")
+        pairs.append((upstream, run_name or "main"))
+    return tuple(pairs)
+
+
+def run_key(notebook: str, params: Mapping[str, Any], root: Path = cache.LIB_ROOT,
+            _path: tuple[str, ...] = ()) -> str:
+    """Key of a run with the resolved ``params``: parameters, code and upstream keys.
+
+    The upstream keys are computed from the repository (their YAML, notebook and modules),
+    never read from executed notebooks, so a stale upstream page cannot hide a change.
+    """
+    if notebook in _path:
+        raise ConfigError(f"upstream runs form a cycle: {' -> '.join((*_path, notebook))}")
+    upstream = {}
+    for name, run_name in upstream_runs(notebook):
+        up = config.load_config(params["profile"], name, run_name)
+        upstream[f"{name}/{run_name}"] = run_key(name, up.params, root, (*_path, notebook))
+    return cache.digest({"params": dict(params), "code": code_digest(notebook, root),
+                         "upstream": upstream})
+
+
+def key_of(profile: str, notebook: str, run_name: str, root: Path = cache.LIB_ROOT) -> str:
+    """The current key of one run of the repository."""
+    return run_key(notebook, config.load_config(profile, notebook, run_name).params, root)
 
 
 def output_path(notebook: str, run: str) -> Path:
@@ -83,9 +124,9 @@ def _prepare_results(results_dir: Path, key: str) -> None:
 
 def run(notebook: str, run_name: str, profile: str, force: bool = False) -> bool:
     """Execute one run; return False when it was skipped because its cache key is unchanged."""
-    overrides = config.load_overrides(profile, notebook, run_name)
-    params = config.validate(notebook, overrides)
-    key = run_key(notebook, params)
+    overrides = config.read_overrides(profile, notebook, run_name)
+    cfg = config.config_class(notebook).from_overrides(overrides)
+    key = run_key(notebook, cfg.params)
     out = output_path(notebook, run_name)
     if not force and stored_key(out) == key:
         print(f"[skip] {notebook}/{run_name} ({profile}): unchanged")
@@ -94,8 +135,7 @@ def run(notebook: str, run_name: str, profile: str, force: bool = False) -> bool
     import jupytext
     import papermill
 
-    results_dir = config.RunConfig(notebook, params).results_dir
-    _prepare_results(results_dir, key)
+    _prepare_results(cfg.results_dir, key)
     out.unlink(missing_ok=True)  # a stale page must not stand in for a run that fails
     source = jupytext.read(config.notebook_path(notebook))
     _label(source, notebook, run_name, profile)
@@ -139,12 +179,14 @@ def run_all(profile: str, notebooks: list[str] | None = None) -> None:
 
 
 def check_all() -> int:
-    """Validate every YAML of every profile against its notebook's parameters."""
+    """Validate every YAML of every profile through its notebook's typed config, and the
+    upstream runs each declares (by computing its key)."""
     count = 0
     for profile in config.PROFILES:
         for folder in sorted((paths.CONFIGS_DIR / profile).glob("*")):
             for yaml_file in sorted(folder.glob("*.yaml")):
-                config.load_overrides(profile, folder.name, yaml_file.stem)
+                cfg = config.load_config(profile, folder.name, yaml_file.stem)
+                run_key(folder.name, cfg.params)
                 count += 1
     return count
 
