@@ -16,6 +16,7 @@ _SESSION_TMP = Path(tempfile.mkdtemp(prefix="compstudy-tests-"))
 os.environ["COMPSTUDY_ARTIFACTS"] = str(_SESSION_TMP / "artifacts")
 os.environ["COMPSTUDY_RESULTS"] = str(_SESSION_TMP / "results")
 os.environ["TQDM_DISABLE"] = "1"
+os.environ["COMPSTUDY_OFFLINE"] = "1"  # nothing may download in the tests
 os.environ.setdefault("COMPSTUDY_THREADS", "2")
 
 
