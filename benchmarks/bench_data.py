@@ -1,7 +1,7 @@
-"""Time generating the cpu-size synthetic suite from scratch (cache in a temporary folder).
+"""Time loading every target from an empty cache: decoding the real sets, generating the synthetic.
 
-Sizes: source 100 classes x (120 train + 30 test); near/middle/far 10 classes x
-(100 train + 50 test). Run: ``PYTHONPATH=lib python benchmarks/bench_data.py``.
+Prints images per second of each (an empty cache is what a fresh clone pays once) and the
+ratio of a cache hit's speed to a cold load. Run: ``PYTHONPATH=lib python benchmarks/bench_data.py``.
 """
 
 from __future__ import annotations
@@ -10,22 +10,27 @@ import tempfile
 import time
 from pathlib import Path
 
-from compstudy import data
+from compstudy import data, paths
 
-CPU_SUITE = {"source": (120, 30), "near": (100, 50), "middle": (100, 50), "far": (100, 50)}
+SYNTHETIC_PER_CLASS = 100
+
+
+def _load(name: str) -> int:
+    per_class = SYNTHETIC_PER_CLASS if name in data.SYNTHETIC else None
+    return sum(len(data.load_dataset(name, split, per_class)) for split in data.SPLITS)
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        data.ARTIFACTS_DIR = Path(tmp)  # time generation + saving, never an old cache
-        total = 0.0
-        for name, (n_train, n_test) in CPU_SUITE.items():
+        paths.ARTIFACTS_DIR = Path(tmp)  # time decoding + saving, never an old cache
+        for name in data.REAL + data.SYNTHETIC:
             start = time.perf_counter()
-            n = sum(len(data.load_dataset(name, s, k)) for s, k in (("train", n_train), ("test", n_test)))
-            seconds = time.perf_counter() - start
-            total += seconds
-            print(f"{name:<8} {n:>6} images  {seconds:6.2f} s")
-        print(f"{'total':<8} {'':>6}         {total:6.2f} s")
+            n = _load(name)
+            cold = time.perf_counter() - start
+            start = time.perf_counter()
+            _load(name)
+            warm = time.perf_counter() - start
+            print(f"{name:<14} {n:>6} images  cold {n / cold:9.0f} img/s  cache hit {cold / warm:6.1f}x faster")
 
 
 if __name__ == "__main__":

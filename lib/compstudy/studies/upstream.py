@@ -102,7 +102,7 @@ def stub_table(model_names: list[str]) -> pd.DataFrame:
     return frame.assign(correct=frame.truth == frame.prediction)
 
 
-def _train_images_per_second(model: torch.nn.Module, batch: int, side: int, seconds: float) -> float:
+def train_images_per_second(model: torch.nn.Module, batch: int, side: int, seconds: float) -> float:
     """Images per second of SGD steps (forward, cross-entropy, backward, step) on random data."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     x, y = torch.randn(batch, 3, side, side), torch.randint(0, 1000, (batch,))
@@ -132,7 +132,7 @@ def cost_table(cfg: Config) -> pd.DataFrame:
                          "parameters": metrics.count_parameters(model),
                          "macs": metrics.count_macs(model, (1, 3, side, side)),
                          "forward_img_s": forward["images_per_s"],
-                         "train_img_s": _train_images_per_second(model, cfg.throughput_batch, side,
+                         "train_img_s": train_images_per_second(model, cfg.throughput_batch, side,
                                                                  cfg.throughput_seconds)})
     return pd.DataFrame(rows)
 
