@@ -46,12 +46,12 @@ dense_methods = ["rlm", "flm", "ilm", "lp"]
 compressed_methods = {"ilm": ["fashion_mnist", "mnist", "far"],
                       "lp": ["cifar10", "fashion_mnist", "mnist", "far"]}  # targets per method
 sparse_seeds = "latin"  # latin: one seed per sparse model (family + sparsity index); all
+# side each target is resized to: the window of the VP canvas, and the input of LP
 vp_image_sides = {"cifar10": [80], "fashion_mnist": [40], "mnist": [40], "digits": [40], "far": [40]}
-vp_border = 4  # prompt width in pixels on each side: canvas = image side + 2 x border
+vp_border = 4  # prompt width in pixels on each side; the canvas side is the image side plus twice this
 vp_epochs = 2
 vp_lr = 0.03
 vp_batch_size = 16
-lp_resolution = 64  # side of the images whose pooled features the probe reads
 lp_epochs = 30
 lp_lr = 0.01
 lp_batch_size = 128
@@ -74,7 +74,7 @@ plots.set_style()
 display(cfg.as_table())
 results = hidden_cost.run(cfg)
 runs, sources, pairs = results.runs, results.sources, results.pairs
-scale.record_scale(cfg, models=sources.model.tolist(), resolution=cfg.vp_image_sides | {"lp": cfg.lp_resolution},
+scale.record_scale(cfg, models=sources.model.tolist(), resolution={t: cfg.vp_image_sides[t] for t in cfg.targets},
                    targets=cfg.targets, budgets={"images per class": cfg.shots, "VP epochs": cfg.vp_epochs,
                                                  "distillation steps": int(cfg.recipe.steps)},
                    seeds=cfg.seeds, test_images_per_target=results.test_images)

@@ -79,7 +79,6 @@ class Config(NotebookConfig):
     vp_epochs: int
     vp_lr: float
     vp_batch_size: int
-    lp_resolution: int
     lp_epochs: int
     lp_lr: float
     lp_batch_size: int
@@ -97,8 +96,7 @@ class Config(NotebookConfig):
                     "calibration_per_class", "synthetic_per_class", "test_per_class", "vp_border",
                     "vp_epochs", "vp_batch_size", "lp_epochs", "lp_batch_size", "ece_bins"):
             self.check_range(key, low=1)
-        for key in ("kd_resolution", "lp_resolution"):
-            self.check_range(key, low=16)
+        self.check_range("kd_resolution", low=16)
         for key in ("vp_lr", "lp_lr", "ece_margin"):
             self.check_range(key, low=0, low_open=True)
         if not self.seeds or not self.shots or not self.targets:
@@ -420,8 +418,7 @@ def units(cfg: Config, sources: Sequence[Source]) -> list[dict]:
             for target in cfg.targets:
                 if target not in targets:
                     continue
-                sides = cfg.vp_image_sides[target] if method != "lp" else [cfg.lp_resolution]
-                for side, shots, seed in itertools.product(sides, cfg.shots, seeds):
+                for side, shots, seed in itertools.product(cfg.vp_image_sides[target], cfg.shots, seeds):
                     out.append(src.identity | {
                         "target": target, "method": method, "shots": int(shots), "seed": int(seed),
                         "image_side": int(side), "canvas": cfg.canvas(side) if method != "lp" else 0})
@@ -442,7 +439,7 @@ def groups(all_units: Sequence[dict]) -> list[list[dict]]:
     keyed: dict[tuple, list[dict]] = {}
     for unit in all_units:
         if unit["method"] == "lp":
-            key = _model_key(unit) + ("lp", unit["target"])
+            key = _model_key(unit) + ("lp", unit["target"], unit["image_side"])
         else:
             key = _model_key(unit) + ("vp", unit["shots"], unit["image_side"])
         keyed.setdefault(key, []).append(unit)
@@ -532,8 +529,9 @@ def run_lp_group(cfg: Config, model: torch.nn.Module, group: Sequence[dict], ima
     picks = [_indices(pool, u) for u in group]
     union = torch.tensor(sorted(set(itertools.chain.from_iterable(p.tolist() for p in picks))))
     where = {int(i): k for k, i in enumerate(union.tolist())}
-    train_x = prompting.pooled_features(model, images.train(target, union, cfg.lp_resolution))
-    test_x = prompting.pooled_features(model, images.test(target, cfg.lp_resolution))
+    side = group[0]["image_side"]
+    train_x = prompting.pooled_features(model, images.train(target, union, side))
+    test_x = prompting.pooled_features(model, images.test(target, side))
     outputs = []
     for unit, idx in zip(group, picks):
         rows = torch.tensor([where[int(i)] for i in idx])
