@@ -401,7 +401,12 @@ def layer_table(sources: Sequence[Source]) -> pd.DataFrame:
 
 
 def units(cfg: Config, sources: Sequence[Source]) -> list[dict]:
-    """Every transfer unit of the run, with typed columns (see the module docstring)."""
+    """Every transfer unit of the run, with typed columns (see the module docstring).
+
+    ``canvas`` is the side of the model's input: VP's image window plus its border, and for LP
+    the same side, to which the image is resized (the paper's LP resizes its inputs to the
+    224-px input that VP's canvas fills).
+    """
     out = []
     family_index = {f: i for i, f in enumerate(cfg.sparse_families)}
     for src in sources:
@@ -421,7 +426,7 @@ def units(cfg: Config, sources: Sequence[Source]) -> list[dict]:
                 for side, shots, seed in itertools.product(cfg.vp_image_sides[target], cfg.shots, seeds):
                     out.append(src.identity | {
                         "target": target, "method": method, "shots": int(shots), "seed": int(seed),
-                        "image_side": int(side), "canvas": cfg.canvas(side) if method != "lp" else 0})
+                        "image_side": int(side), "canvas": cfg.canvas(side)})
     return out
 
 
@@ -529,7 +534,7 @@ def run_lp_group(cfg: Config, model: torch.nn.Module, group: Sequence[dict], ima
     picks = [_indices(pool, u) for u in group]
     union = torch.tensor(sorted(set(itertools.chain.from_iterable(p.tolist() for p in picks))))
     where = {int(i): k for k, i in enumerate(union.tolist())}
-    side = group[0]["image_side"]
+    side = group[0]["canvas"]  # the model's input side under VP, as the paper's LP reads 224 px
     train_x = prompting.pooled_features(model, images.train(target, union, side))
     test_x = prompting.pooled_features(model, images.test(target, side))
     outputs = []
