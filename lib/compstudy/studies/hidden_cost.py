@@ -18,7 +18,9 @@ What a run does, in order:
    ones with every seed, sparse ones with every seed or one seed per model in a Latin square
    over family x sparsity (``sparse_seeds``). Every frozen model is BatchNorm-folded and runs
    channels-last in float32.
-4. **Claims** of the paper (its section 1.8 in our notes) through :mod:`compstudy.claims`.
+4. **Claims** of Misra et al. (abstract and section 4: VP label mappings, the dense - sparse gap
+   against method, budget and sparsity, calibration of sparse and quantized sources) through
+   :mod:`compstudy.claims`.
 """
 
 from __future__ import annotations
