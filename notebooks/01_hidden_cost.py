@@ -13,315 +13,247 @@
 # %% [markdown]
 # # 01 · The hidden cost of compression
 #
-# Misra et al. transfer dense and sparse ImageNet ResNets to downstream tasks with visual
-# prompting (VP: a learned border around the input plus a label mapping, model frozen) and
-# with linear probing (LP), and report that sparsity costs VP accuracy (most with little
-# data) and calibration. Here the source is the zoo's ResNet-18 trained on the synthetic
-# 100-class `source` task; its sparse versions are made on the same task by five methods,
-# and every model is transferred to the offline targets with RLM / FLM / ILM VP and LP at
-# several few-shot budgets. Sparsity = zeros / total over **all Conv2d weights** (FC,
-# biases and BatchNorm excluded and never pruned).
+# Misra et al. transfer dense and compressed ImageNet models to downstream tasks with visual
+# prompting (VP: a learned border around the input plus a label mapping onto the source
+# classes, the model frozen) and with linear probing (LP), and report that compression costs
+# VP accuracy, most with little data, and that sparse sources are worse calibrated after VP
+# while quantized ones are not. Here the dense source is ImageNet EfficientNet-Lite0; its
+# sparse versions are distilled from it on unlabeled proxy images by five methods, its
+# quantized version is int8 fake-quantized, and every model is transferred to real and
+# synthetic targets with RLM / FLM / ILM VP and LP at several few-shot budgets.
 
 # %% tags=["parameters"]
 profile = "cpu"  # smoke | cpu | paper (set by the runner)
 run = "main"  # name of the config file (set by the runner)
-seed = 0  # seed of the sparse models (source data draw, batch order)
-source_model = "resnet18"
-sparse_source_per_class = 20  # source train images per class used to make the sparse models
-source_test_per_class = 10  # source test images per class for the source accuracy
-sparse_families = {"lottery": [0.5, 0.8, 0.9], "oneshot": [0.5, 0.8, 0.9], "gmp": [0.5, 0.8, 0.9],
+seed = 0  # proxy split, distillation batches, test-set draw
+source_model = "efficientnet_lite0"
+proxy_dataset = "cifar10"  # unlabeled proxy images come from its train split
+proxy_per_class = 2500  # proxy part of that split; transfer runs never draw from it
+kd_per_class = 96  # proxy images per class used for distillation
+agreement_per_class = 100  # held-out proxy images per class: agreement with the dense model
+calibration_per_class = 26  # proxy images per class that set the int8 activation ranges
+kd_resolution = 48  # side of the proxy images for distillation, agreement and calibration
+sparse_families = {"oneshot": [0.5, 0.8, 0.9], "gmp": [0.5, 0.8, 0.9], "imp": [0.5, 0.8, 0.9],
                    "acdc": [0.5, 0.8, 0.9], "rigl": [0.5, 0.8, 0.9]}
-sparse_recipe = {"steps": 60, "lr": 0.02, "batch_size": 64, "lottery_round_steps": 15, "lottery_rewind_step": 5}
-heatmap_family = "lottery"  # the family swept over sparsity (heat-map)
-target_datasets = ["near", "middle", "far", "digits"]
-target_train_per_class = 8  # the "full" budget (digits is capped to it too)
-target_test_per_class = 6
-shots = [2, 4, -1]  # images per class (-1: full)
-seeds = [0, 1, 2]  # transfer seeds: few-shot draw, RLM permutation, batch order
-methods = ["ilm", "flm", "rlm", "lp"]  # every model is transferred with every method
-# restrict the transferred models to these labels (empty: dense and every sparse model)
-transfer_labels = []
-canvases = [40]  # prompt canvas side(s) S; the 32x32 image sits in the middle
-mapping_intervals = [1]  # ILM: epochs between mapping updates
-vp_epochs = 2  # ILM remaps before each epoch: once more than FLM
-vp_lr = 0.1  # paper: 0.01 over ~40k steps; we take 6 to 20 steps
-vp_batch_size = 8
-vp_precision = "bfloat16"  # of the frozen model's passes; "float32" is about 2x slower on this CPU
-lp_epochs = 50
+kd_recipe = {"steps": 30, "batch_size": 32, "lr": 0.0003, "temperature": 2.0}
+quant_bits = [8]  # fake-quantized models (weight and activation bits)
+targets = ["cifar10", "fashion_mnist", "mnist", "digits", "far"]
+synthetic_per_class = 200  # generated train / test images per class of synthetic targets
+test_per_class = 100  # test images per class (digits: its whole test split)
+shots = [4, 12, 36]  # training images per class
+seeds = [0, 1, 2]  # transfer seeds: few-shot draw, RLM permutation, batch order, probe init
+dense_methods = ["rlm", "flm", "ilm", "lp"]
+compressed_methods = {"ilm": ["fashion_mnist", "mnist", "far"],
+                      "lp": ["cifar10", "fashion_mnist", "mnist", "far"]}  # targets per method
+sparse_seeds = "latin"  # latin: one seed per sparse model (family + sparsity index); all
+# side each target is resized to: the window of the VP canvas (LP reads the image at the canvas side)
+vp_image_sides = {"cifar10": [80], "fashion_mnist": [40], "mnist": [40], "digits": [40], "far": [40]}
+vp_border = 4  # prompt width in pixels on each side; the canvas side is the image side plus twice this
+vp_epochs = 2
+vp_lr = 0.03
+vp_batch_size = 16
+lp_epochs = 30
 lp_lr = 0.01
+lp_batch_size = 128
 ece_bins = 15
-picture_dataset = "near"  # target whose learned prompts are pictured
+ece_margin = 2.0  # equivalence margin of claim 5, ECE points
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 import seaborn as sns
-import torch
 from IPython.display import display
+from myst_nb import glue
 
-from compstudy import data, metrics, plots, prompting, sparsity, train, zoo
-from compstudy.errors import unknown_choice
-from compstudy.results import RunStore
+from compstudy import claims, plots, scale
 from compstudy.seeding import seed_everything
-from compstudy.studies.hidden_cost import Config
+from compstudy.studies import hidden_cost
 
-cfg = Config.resolve(globals())
+cfg = hidden_cost.Config.resolve(globals())
 seed_everything(cfg.seed)
 plots.set_style()
 display(cfg.as_table())
+results = hidden_cost.run(cfg)
+runs, sources, pairs = results.runs, results.sources, results.pairs
+scale.record_scale(cfg, models=sources.model.tolist(), resolution={t: cfg.vp_image_sides[t] for t in cfg.targets},
+                   targets=cfg.targets, budgets={"images per class": cfg.shots, "VP epochs": cfg.vp_epochs,
+                                                 "distillation steps": int(cfg.recipe.steps)},
+                   seeds=cfg.seeds, test_images_per_target=results.test_images)
 
 # %% [markdown]
-# Every choice a user can get wrong is checked here, before any training: families and
-# sparsities, transfer methods, canvases, mapping intervals and shot budgets.
-
-# %%
-sparsity.validate_families(cfg.sparse_families)
-prompting.validate_transfer(cfg.methods, cfg.shots, min(cfg.canvases),
-                            min(cfg.mapping_intervals), cfg.vp_precision)
-labels = ["dense"] + [sparsity.model_label(f, s) for f, ss in cfg.sparse_families.items() for s in ss]
-for name in cfg.transfer_labels:
-    if name not in labels:
-        raise unknown_choice("model label", name, labels)
-targets = {}
-for name in cfg.target_datasets:
-    train_full = data.load_dataset(name, "train", cfg.target_train_per_class, cfg.seed)
-    test_full = data.load_dataset(name, "test", cfg.target_test_per_class, cfg.seed)
-    prompting.check_shots(train_full, cfg.shots + [cfg.target_train_per_class])
-    targets[name] = (data.few_shot(train_full, cfg.target_train_per_class, cfg.seed),
-                     data.few_shot(test_full, min(cfg.target_test_per_class,
-                                                  int(test_full.class_counts().min())), cfg.seed))
-display(pd.DataFrame({n: {"train (full)": len(tr), "test": len(te)} for n, (tr, te) in targets.items()}).T)
-
-# %% [markdown]
-# ## Sparse source models
+# ## The sources
 #
-# Each family starts from the dense upstream ResNet-18 and trains on
-# `sparse_source_per_class` source images per class (recipe above; checkpoints cached under
-# `artifacts/sparse/`). Lottery tickets come from one IMP trajectory pruning 20 % of the
-# survivors per round and rewinding to the weights after `lottery_rewind_step` steps.
-# The source test accuracy of every model is measured beside the dense one.
+# Every sparse model is distilled from the dense one on proxy images from CIFAR-10's train
+# split that no transfer run uses (the proxy part below is disjoint from every training and
+# test image of the sweep). Source accuracy is measured twice without ImageNet data: top-1
+# (and top-5) agreement with the dense model on held-out proxy images, and top-1 accuracy on
+# the 16 ImageNet stub images at 224 px. Sparsity counts all conv weights, depthwise included.
 
 # %%
-dense, sparse = sparsity.sparse_models(cfg.source_model, cfg.profile, cfg.sparse_families,
-                                       cfg.sparse_source_per_class, cfg.seed, cfg.sparse_recipe)
-models_by_label = {"dense": dense} | {label: model for label, (model, _) in sparse.items()}
-source_test = data.load_dataset(zoo.upstream_params(cfg.profile)["source_dataset"], "test",
-                                cfg.source_test_per_class, cfg.seed)
-store = RunStore(cfg.results_dir, key=prompting.SWEEP_KEY)
-source_units = [{"kind": "source", "model": label, "target": "source", "method": "none", "shots": 0,
-                 "seed": cfg.seed, "canvas": 0, "mapping_interval": 0} for label in models_by_label]
-for unit in store.pending(source_units):
-    model = models_by_label[unit["model"]]
-    logits, _ = train.predict(model, data.make_loader(source_test, 256, shuffle=False))
-    info = sparse[unit["model"]][1] if unit["model"] in sparse else {"family": "dense", "sparsity": 0.0}
-    store.add(unit | {"accuracy": metrics.accuracy(logits, source_test.labels),
-                      "family": info["family"], "sparsity": info["sparsity"],
-                      "conv_sparsity": sparsity.conv_sparsity(model),
-                      "nonzero_parameters": metrics.count_nonzero_parameters(model),
-                      "train_seconds": info.get("train_seconds", 0.0)})
-source_rows = store.frame.query("kind == 'source'")[
-    ["model", "family", "sparsity", "conv_sparsity", "nonzero_parameters", "accuracy"]].set_index("model")
-display(source_rows.rename(columns={"accuracy": "source_test_accuracy"}).round(4))
+shown = sources[["model", "compression", "conv_sparsity", "agreement_top1", "agreement_top5",
+                 "stubs_correct", "build_cpu_seconds"]].round(3)
+display(shown)
+glue("sources_table", shown.set_index("model"), display=False)
+glue("proxy_images", len(results.proxy.kd) + len(results.proxy.agreement) + len(results.proxy.calibration),
+     display=False)
+glue("kd_images", len(results.proxy.kd), display=False)
+glue("agreement_images", len(results.proxy.agreement), display=False)
+for name, frame in sources.groupby("compression"):
+    glue(f"agreement_{name}_max", 100 * float(frame.agreement_top1.max()), display=False)
+    glue(f"agreement_{name}_min", 100 * float(frame.agreement_top1.min()), display=False)
 
-# %%
-fig, ax = plt.subplots(figsize=(7, 3))
-sns.barplot(data=source_rows.reset_index(), x="model", y="accuracy", hue="family", dodge=False, ax=ax)
-ax.axhline(source_rows.loc["dense", "accuracy"], color="k", ls="--", lw=1, label="dense")
-ax.set(ylabel="source test accuracy", xlabel="")
-ax.tick_params(axis="x", rotation=30)
-ax.legend(fontsize=8, ncols=3)
-plots.save_figure(fig, cfg.figures_dir / "source_accuracy.png")
+sparse_sources = sources[sources.compression == "sparse"]
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+sns.lineplot(data=sparse_sources, x="sparsity", y="agreement_top1", hue="family", marker="o", ax=axes[0])
+sns.lineplot(data=sparse_sources, x="sparsity", y="stubs_correct", hue="family", marker="o", ax=axes[1],
+             legend=False)
+for ax, column in zip(axes, ["agreement_top1", "stubs_correct"]):
+    ax.axhline(float(sources.loc[sources.compression == "dense", column].iloc[0]), color="k", ls="--", lw=1)
+axes[0].set(ylabel="top-1 agreement with dense", xlabel="conv sparsity")
+axes[1].set(ylabel="stub images right (of 16)", xlabel="conv sparsity")
+plots.save_figure(fig, cfg.figures_dir / "sources.png")
+glue("sources_figure", fig, display=False)
 plt.show()
 
 # %% [markdown]
-# ## Transfer sweep
-#
-# One unit = (model, target, method, budget, seed[, canvas, mapping interval]); every unit
-# is a row of `runs.csv`, so an interrupted run resumes where it stopped. The VP units of one
-# model, target, budget and canvas (mappings × seeds) learn their prompts in shared forward
-# passes of the frozen model, which gives each prompt the trajectory it would have alone
-# (`prompting.train_prompts`) at a fraction of the CPU time. Accuracy is taken
-# after the final epoch and ECE uses 15 equal-width bins over the softmax of the mapped
-# target logits.
+# Per-layer sparsity of the sparse models (global magnitude ranks the raw weights, before
+# BatchNorm is folded, so no layer is pruned away).
 
 # %%
-transferred = cfg.transfer_labels or list(models_by_label)
-units = prompting.sweep_units(transferred, cfg.target_datasets, cfg.methods, cfg.shots, cfg.seeds,
-                              cfg.canvases, cfg.mapping_intervals)
-settings = prompting.TransferSettings(vp_epochs=cfg.vp_epochs, vp_lr=cfg.vp_lr,
-                                      vp_batch_size=cfg.vp_batch_size, vp_precision=cfg.vp_precision,
-                                      canvas=cfg.canvases[0],
-                                      lp_epochs=cfg.lp_epochs, lp_lr=cfg.lp_lr)
-print(f"{len(units)} transfer units, {len(list(store.pending(units)))} to compute")
-prompting.run_sweep(store, units, models_by_label, targets, settings, cfg.results_dir, cfg.ece_bins)
-runs = store.frame.query("kind == 'transfer'").copy()
-runs["images_per_class"] = runs.shots.map(lambda s: prompting.shots_label(s, cfg.target_train_per_class))
-runs["family"] = runs.model.str.split("-").str[0]
-display(runs.pivot_table(index=["model"], columns=["method", "images_per_class"], values="accuracy").round(3))
-
-# %% [markdown]
-# ## Accuracy versus data budget, dense versus sparse
-#
-# One row per target, one column per transfer method; mean ± sd over seeds.
-
-# %%
-main_canvas, main_interval = cfg.canvases[0], cfg.mapping_intervals[0]
-grid = sns.relplot(data=runs.query("canvas in [0, @main_canvas] and mapping_interval in [0, 1, @main_interval]"),
-                   x="images_per_class", y="accuracy", hue="model", style="family", row="target",
-                   col="method", col_order=[m for m in prompting.METHODS if m in set(runs.method)],
-                   kind="line", markers=True, errorbar="sd", height=2.4, aspect=1.2,
-                   facet_kws={"sharey": "row"})
-budgets = sorted(runs.images_per_class.unique())
-for ax in grid.axes.flat:
-    ax.set_xscale("log")
-    ax.set_xticks(budgets, [str(b) for b in budgets])
-    ax.minorticks_off()
-grid.set_titles("{row_name} · {col_name}")
-plots.save_figure(grid.figure, cfg.figures_dir / "accuracy_vs_shots.png")
-plt.show()
-
-# %% [markdown]
-# ## The dense − sparse gap over sparsity and budget
-#
-# Accuracy of the dense model minus that of the sparse one, paired by target and seed and
-# averaged, for the family swept over sparsity; left VP (ILM), right LP.
-
-# %%
-decided = prompting.claims(runs)
-pairs = decided["pairs"]
-heat = pairs[pairs.model.str.startswith(cfg.heatmap_family)] if len(pairs) else pairs
-if len(heat):
-    heat = heat.assign(sparsity=heat.model.str.split("-").str[1].astype(float),
-                       images_per_class=heat.shots.map(lambda s: prompting.shots_label(s, cfg.target_train_per_class)))
-    panels = [m for m in ["ilm", "lp"] if m in set(heat.method)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3), squeeze=False)
-    for ax, method in zip(axes[0], panels):
-        table = heat[heat.method == method].pivot_table(index="sparsity", columns="images_per_class", values="gap")
-        sns.heatmap(table * 100, annot=True, fmt=".1f", cmap="RdBu_r", center=0, ax=ax,
-                    cbar_kws={"label": "dense − sparse (points)"})
-        ax.set_title(f"{cfg.heatmap_family} · {method.upper()}")
-    plots.save_figure(fig, cfg.figures_dir / "gap_heatmap.png")
+layers = results.layers
+if len(layers):
+    fig, ax = plt.subplots(figsize=(9, 3))
+    top = layers[layers.sparsity == layers.sparsity.max()].copy()
+    top["index"] = top.groupby("family").cumcount()
+    sns.scatterplot(data=top, x="index", y="layer_sparsity", hue="kind", style="family", ax=ax, s=18)
+    ax.set(xlabel="conv layer (input to output)", ylabel="layer sparsity",
+           title=f"sparse models at {round(100 * top.sparsity.max())} %")
+    plots.save_figure(fig, cfg.figures_dir / "layer_sparsity.png")
+    glue("layers_figure", fig, display=False)
     plt.show()
-    display((decided["gap"] * 100).round(2))
+    glue("layer_sparsity_max", 100 * float(layers.layer_sparsity.max()), display=False)
 
 # %% [markdown]
-# The same gap for every family against sparsity (mean over targets, budgets and seeds,
-# ± standard error), under ILM-VP and LP: does the gap grow with sparsity in every family?
+# ## Transfer: accuracy against budget
+#
+# Dense model, every target and method; mean and 95 % interval over seeds. Each unit is a row
+# of `runs.csv` (model, target, method, budget, seed and image side are typed columns).
 
 # %%
-if len(pairs):
-    by_family = pairs[pairs.method.isin(["ilm", "lp"])].assign(
-        family=lambda f: f.model.str.split("-").str[0],
-        sparsity=lambda f: f.model.str.split("-").str[1].astype(float), gap_points=lambda f: 100 * f.gap)
-    grid = sns.relplot(data=by_family, x="sparsity", y="gap_points", hue="family", col="method",
-                       kind="line", marker="o", errorbar="se", height=3, aspect=1.2)
+dense_runs = runs[runs.compression == "dense"].assign(accuracy_pct=lambda f: 100 * f.accuracy)
+grid = sns.relplot(data=dense_runs, x="shots", y="accuracy_pct", hue="method", col="target",
+                   col_wrap=min(len(cfg.targets), 5), kind="line", marker="o", errorbar=("ci", 95),
+                   height=2.6, aspect=1.0, facet_kws={"sharey": False})
+grid.set_axis_labels("images per class", "test accuracy (%)")
+plots.save_figure(grid.figure, cfg.figures_dir / "accuracy_vs_budget.png")
+glue("accuracy_figure", grid.figure, display=False)
+plt.show()
+mappings = dense_runs.pivot_table(index=["target", "shots"], columns="method", values="accuracy_pct").round(1)
+display(mappings)
+glue("mappings_table", mappings, display=False)
+headline = dense_runs[(dense_runs.target == cfg.targets[0]) & (dense_runs.shots == max(cfg.shots))]
+glue("headline_target", cfg.targets[0], display=False)
+for method in cfg.dense_methods:
+    glue(f"headline_{method}", float(headline[headline.method == method].accuracy_pct.mean()), display=False)
+glue("chance", 100 / int(dense_runs.classes.iloc[0]), display=False)
+
+# %% [markdown]
+# ## The dense − sparse gap against budget, per family
+#
+# Dense minus sparse test accuracy of the same target, method, budget and seed (points), pooled
+# over sparsities and targets, with 95 % t-intervals. A positive gap is a cost of sparsity.
+
+# %%
+sparse_pairs = pairs[pairs.compression == "sparse"]
+if len(sparse_pairs):
+    by_budget = hidden_cost.interval_frame(sparse_pairs, ["family", "method", "shots"], "gap")
+    fig, axes = plt.subplots(1, by_budget.family.nunique(), figsize=(2.6 * by_budget.family.nunique(), 3),
+                             sharey=True, squeeze=False)
+    for ax, (family, frame) in zip(axes[0], by_budget.groupby("family", sort=False)):
+        for method, part in frame.groupby("method"):
+            ax.errorbar(part.shots, part["mean"], yerr=[part["mean"] - part.ci_low, part.ci_high - part["mean"]],
+                        marker="o", capsize=3, label=method.upper())
+        ax.axhline(0, color="k", lw=1)
+        ax.set(title=family, xscale="log", xlabel="images per class")
+        ax.set_xticks(cfg.shots, [str(s) for s in cfg.shots])
+        ax.minorticks_off()
+    axes[0][0].set_ylabel("dense − sparse (points)")
+    axes[0][-1].legend(fontsize=8)
+    plots.save_figure(fig, cfg.figures_dir / "gap_vs_budget.png")
+    glue("gap_budget_figure", fig, display=False)
+    plt.show()
+    by_sparsity = hidden_cost.interval_frame(sparse_pairs, ["method", "family", "sparsity"], "gap")
+    grid = sns.relplot(data=sparse_pairs, x="sparsity", y="gap", hue="family", col="method", kind="line",
+                       marker="o", errorbar=("ci", 95), height=3, aspect=1.1)
     for ax in grid.axes.flat:
         ax.axhline(0, color="k", lw=1)
     grid.set_axis_labels("conv sparsity", "dense − sparse (points)")
     plots.save_figure(grid.figure, cfg.figures_dir / "gap_vs_sparsity.png")
+    glue("gap_sparsity_figure", grid.figure, display=False)
     plt.show()
+    gap_table = by_sparsity.round(2)
+    display(gap_table)
+    glue("gap_table", gap_table.set_index(["method", "family", "sparsity"]), display=False)
+
+# %% [markdown]
+# Distillation shows the students CIFAR-10 images. Does that make them look better on CIFAR-10
+# than elsewhere under LP? The LP gap on the proxy's own dataset minus the LP gap on the other
+# targets, paired by sparse model (points; negative: the students are favoured there).
+
+# %%
+domain = results.domain
+if domain is not None:
+    print(f"LP gap on {cfg.proxy_dataset} minus elsewhere: {domain['effect']:+.2f} "
+          f"[{domain['ci_low']:.2f}, {domain['ci_high']:.2f}] points over {domain['n']} models")
+    for key, value in domain.items():
+        glue(f"domain_{key}", float(value), display=False)
 
 # %% [markdown]
 # ## Calibration
 #
-# ECE per model and method (mean over targets, budgets and seeds), reliability diagrams of
-# the dense model and the sparsest model of the swept family (ILM, every unit pooled), and
-# the probability given to the true class, split by right and wrong predictions.
+# Reliability of the pooled ILM-VP test predictions of the dense model, the sparse models at
+# the highest sparsity and the quantized model, on the targets, budgets and seeds the sparse
+# models were transferred to; ECE uses 15 equal-width bins over the softmax of the mapped logits.
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 3))
-sns.barplot(data=runs, x="model", y="ece", hue="method", ax=ax, errorbar="sd")
-ax.tick_params(axis="x", rotation=30)
-ax.set(xlabel="", ylabel=f"ECE ({cfg.ece_bins} bins)")
-plots.save_figure(fig, cfg.figures_dir / "ece.png")
-plt.show()
-display(decided["ece"].round(4))
-
-# %%
-sparsest = [m for m in transferred if m.startswith(cfg.heatmap_family)]
-compared = ["dense"] + sorted(sparsest, key=lambda m: float(m.split("-")[1]))[-1:]
-method = "ilm" if "ilm" in cfg.methods else runs.method.iloc[0]
-pooled = {}
-for label in compared:
-    chosen = runs[(runs.model == label) & (runs.method == method)]
-    saved = [prompting.load_unit(cfg.results_dir, {k: r[k] for k in prompting.SWEEP_KEY})
-             for r in chosen.to_dict("records")]
-    pooled[label] = (torch.cat([s["probs"] for s in saved]), torch.cat([s["labels"] for s in saved]))
-fig, axes = plt.subplots(1, len(pooled) + 1, figsize=(3.6 * (len(pooled) + 1), 3.2))
-for ax, (label, (probs, labels_)) in zip(axes, pooled.items()):
-    bins = metrics.reliability_bins(probs, labels_, cfg.ece_bins)
-    ax.bar(bins.bin_lower, bins.accuracy.fillna(0), width=1 / cfg.ece_bins, align="edge",
-           edgecolor="k", alpha=0.7, label="accuracy")
-    ax.plot([0, 1], [0, 1], "k--", lw=1)
-    ax.set(title=f"{label} · {method.upper()} · ECE {metrics.expected_calibration_error(probs, labels_, cfg.ece_bins):.3f}",
-           xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
-confidence = pd.concat([metrics.true_class_confidence(p, y).assign(model=label)
-                        for label, (p, y) in pooled.items()])
-sns.boxplot(data=confidence, x="correct", y="confidence_true", hue="model", ax=axes[-1])
-axes[-1].set(title="p(true class)", xlabel="prediction correct")
-plots.save_figure(fig, cfg.figures_dir / "reliability.png")
-plt.show()
-
-# %% [markdown]
-# ## Learned prompts
-#
-# A few test images of one target with the ILM prompt learned on the full budget (seed of
-# the first unit), for the dense model and the sparsest swept model.
-
-# %%
-picture_units = runs[(runs.target == cfg.picture_dataset) & (runs.method != "lp") &
-                     (runs.model.isin(compared)) & (runs.shots == cfg.shots[-1])]
-picture_units = picture_units.sort_values(["model", "method", "seed", "canvas"]).drop_duplicates(["model", "method"])
-images = data.few_shot(targets[cfg.picture_dataset][1], 1, 0)
-tiles, tile_labels, names = [], [], []
-for row_index, r in enumerate(picture_units.to_dict("records")):
-    saved = prompting.load_unit(cfg.results_dir, {k: r[k] for k in prompting.SWEEP_KEY})
-    prompt = prompting.prompt_with_theta(saved["theta"])
-    with torch.no_grad():
-        shown = prompt.unnormalized(data.to_float(images.images[:6])).clamp(0, 1)
-    tiles.append((shown * 255).round().to(torch.uint8))
-    tile_labels.append(torch.full((len(shown),), row_index))
-    names.append(f"{r['model']} {r['method']}")
-if tiles:
-    fig = plots.image_grid(torch.cat(tiles), torch.cat(tile_labels), names, n_per_class=6,
-                           classes=list(range(len(names))), title=f"learned prompts on {cfg.picture_dataset}")
-    plots.save_figure(fig, cfg.figures_dir / "prompts.png")
+bins = hidden_cost.reliability(cfg, runs)
+if len(bins):
+    kinds = list(dict.fromkeys(bins.model))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.2 * len(kinds), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], kinds):
+        part = bins[bins.model == name]
+        ax.bar(part.bin_lower, part.accuracy.fillna(0), width=1 / cfg.ece_bins, align="edge",
+               edgecolor="k", alpha=0.7)
+        ax.plot([0, 1], [0, 1], "k--", lw=1)
+        ax.set(title=f"{name} · ECE {100 * part.ece.iloc[0]:.1f}", xlabel="confidence",
+               ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    plots.save_figure(fig, cfg.figures_dir / "reliability.png")
+    glue("reliability_figure", fig, display=False)
     plt.show()
+ece = runs[runs.method == "ilm"].groupby("model", sort=False)[["accuracy", "ece", "mean_confidence"]].mean()
+display((100 * ece).round(1))
+glue("ece_table", (100 * ece).round(1), display=False)
 
 # %% [markdown]
-# ## VP versus LP
+# ## Trainable values and cost
 #
-# ILM-VP accuracy minus LP accuracy of the same model, target, budget and seed. LP trains
-# 512·K_t + K_t values; the prompt 3·(S² − 32²), whatever the number of target classes.
+# VP trains the border of the canvas, whatever the number of target classes; LP trains a
+# linear head on the 1,280 pooled features.
 
 # %%
-vp_lp = runs[runs.method.isin(["ilm", "lp"])].pivot_table(
-    index=["model", "family", "target", "images_per_class", "seed"], columns="method", values="accuracy")
-if {"ilm", "lp"} <= set(vp_lp.columns):
-    vp_lp = (vp_lp["ilm"] - vp_lp["lp"]).rename("vp_minus_lp").reset_index()
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    sns.lineplot(data=vp_lp, x="images_per_class", y="vp_minus_lp", hue="model", style="family",
-                 markers=True, errorbar=None, ax=ax)
-    ax.axhline(0, color="k", lw=1)
-    ax.set(xscale="log", ylabel="ILM-VP − LP accuracy")
-    ax.set_xticks(budgets, [str(b) for b in budgets])
-    ax.minorticks_off()
-    ax.legend(fontsize=7, ncols=2)
-    plots.save_figure(fig, cfg.figures_dir / "vp_minus_lp.png")
-    plt.show()
-display(decided["params"].rename("trainable values"))
+params = hidden_cost.parameter_table(runs)
+display(params)
+glue("parameters_table", params.set_index("method"), display=False)
+for key, value in results.cpu_seconds.items():
+    glue(f"cpu_{key.replace(' ', '_')}", float(value), display=False)
+glue("units", len(runs), display=False)
+print({k: round(v) for k, v in results.cpu_seconds.items()})
 
 # %% [markdown]
-# ## The paper's claims, measured
+# ## The paper's claims, decided
 #
-# The tables below carry the numbers the chapter page cites: dense accuracy per mapping and
-# budget (claim 1), the dense − sparse gap per model, method and budget in points (claims
-# 2–3), and the ECE difference sparse − dense (claim 4).
+# Each claim's effect with its 95 % interval, from the paired units above (see the chapter
+# page for the design of each test).
 
 # %%
-display((decided["mappings"] * 100).round(2))
-if len(pairs):
-    summary = pairs.groupby(["model", "method"]).agg(gap_points=("gap", "mean"), ece_sparse_minus_dense=("ece_gap", "mean"))
-    summary["gap_points"] *= 100
-    summary = summary.join(source_rows["accuracy"].rename("source_accuracy"), on="model")
-    display(summary.round(4))
+display(claims.claims_table(results.claims))
+claims.glue_claims(results.claims)

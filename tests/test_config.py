@@ -153,9 +153,9 @@ def test_the_type_checker(value, hint, ok):
     ("02_pruning_value", {"slim_ratio": 1.0}, "slim_ratio"),
     ("02_pruning_value", {"regimes": ["scratch_c"]}, "unknown training regime 'scratch_c'"),
     ("01_hidden_cost", {"sparse_families": {"lotery": [0.5]}}, "unknown sparse family 'lotery'"),
-    ("01_hidden_cost", {"transfer_labels": ["gmp-0.7"]}, "unknown model label 'gmp-0.7'; valid choices: dense"),
-    ("01_hidden_cost", {"canvases": []}, "'canvases' of notebook 01_hidden_cost needs at least one value"),
-    ("01_hidden_cost", {"shots": [0]}, "n_shot must be a positive number"),
+    ("01_hidden_cost", {"compressed_methods": {"ilm": ["svhn"]}}, "compressed_methods['ilm'] names 'svhn'"),
+    ("01_hidden_cost", {"kd_per_class": 2500}, "exceed proxy_per_class (2500)"),
+    ("01_hidden_cost", {"shots": [0]}, "shots must be positive images per class, got 0"),
     ("00_upstream", {"batch_size": 0}, "'batch_size' of notebook 00_upstream must lie in [1, inf], got 0"),
 ])
 def test_typed_configs_reject_bad_values_in_one_line(notebook, overrides, message):

@@ -1,30 +1,22 @@
-"""Visual prompting: the pad prompt, greedy label mapping, RLM/FLM/ILM schedules, probes, ECE,
-and the resumable sweep of notebook 01."""
+"""Visual prompting: the pad prompt, greedy label mapping, RLM/FLM/ILM schedules, shared passes,
+linear probes (compstudy.methods.prompting)."""
 
 import itertools
 
-import pandas as pd
 import pytest
 import torch
 from torch import nn
 
-from compstudy import data, metrics, prompting
+from compstudy import metrics
 from compstudy.errors import ConfigError
-from compstudy.results import RunStore
+from compstudy.methods import prompting
 
 
-def toy_set(n_per_class=6, classes=4, seed=0):
+def toy_pool(n_per_class=6, classes=4, seed=0, side=32):
     g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n_per_class * classes, 3, 32, 32), generator=g, dtype=torch.uint8)
+    images = torch.rand(n_per_class * classes, 3, side, side, generator=g)
     labels = torch.arange(classes).repeat_interleave(n_per_class)
-    return data.ImageSet("toy", images, labels, tuple(map(str, range(classes))))
-
-
-def train_one(model, train_set, mapping, epochs, lr=0.01, batch_size=32, canvas=48,
-              mapping_interval=1, seed=0):
-    """One prompt learned alone: a single job for :func:`prompting.train_prompts`."""
-    job = prompting.PromptJob(train_set, mapping, seed, mapping_interval)
-    return prompting.train_prompts(model, [job], epochs, lr, batch_size, canvas)[0]
+    return images, labels
 
 
 def tiny_source_model(num_source=12):
@@ -33,11 +25,21 @@ def tiny_source_model(num_source=12):
                          nn.Flatten(), nn.Linear(16, num_source))
 
 
+def settings(**kw):
+    return prompting.PromptSettings(**{"epochs": 2, "lr": 0.1, "batch_size": 8, "canvas": 36} | kw)
+
+
+def train_one(model, images, labels, mapping, seed=0, interval=1, **kw):
+    """One prompt learned alone: a single job for train_prompts."""
+    job = prompting.PromptJob(torch.arange(len(labels)), mapping, seed, interval)
+    return prompting.train_prompts(model, images, labels, int(labels.max()) + 1, [job], settings(**kw))[0]
+
+
 # ----------------------------------------------------------------------------- prompt
 
 
 def test_prompt_changes_only_the_border_and_normalises_after():
-    prompt = prompting.PadPrompt(32, 48)
+    prompt = prompting.PadPrompt(32, 48, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4))
     with torch.no_grad():
         prompt.theta.normal_()
     x = torch.rand(2, 3, 32, 32)
@@ -47,9 +49,8 @@ def test_prompt_changes_only_the_border_and_normalises_after():
     assert torch.equal(raw[:, :, rows, cols], x)  # the image window is untouched
     border = torch.ones(48, 48, dtype=torch.bool)
     border[rows, cols] = False
-    expected = torch.sigmoid(prompt.theta)[:, border]
-    assert torch.allclose(raw[:, :, border], expected.expand(2, -1, -1))
-    mean, std = torch.tensor(data.MEAN).view(1, 3, 1, 1), torch.tensor(data.STD).view(1, 3, 1, 1)
+    assert torch.allclose(raw[:, :, border], torch.sigmoid(prompt.theta)[:, border].expand(2, -1, -1))
+    mean, std = torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1), torch.tensor([0.2, 0.3, 0.4]).view(1, 3, 1, 1)
     assert torch.allclose(prompt(x), (raw - mean) / std)
     assert prompt.free_parameters() == 3 * (48 ** 2 - 32 ** 2)
 
@@ -66,6 +67,17 @@ def test_prompt_starts_at_grey_and_its_gradient_lives_on_the_border():
 def test_odd_padding_puts_the_extra_pixel_top_left():
     prompt = prompting.PadPrompt(32, 37)
     assert (prompt.pad_lo, prompt.pad_hi) == (3, 2)
+    with pytest.raises(ConfigError, match="canvas"):
+        prompting.PadPrompt(32, 32)
+
+
+def test_resize_makes_rgb_in_unit_range_at_the_asked_side():
+    grey = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    out = prompting.resize(grey, 40)
+    assert out.shape == (3, 3, 40, 40) and out.dtype == torch.float32
+    assert 0 <= out.min() and out.max() <= 1
+    assert torch.equal(out[:, 0], out[:, 2])  # grey repeated over the channels
+    assert torch.equal(prompting.resize(grey, 8)[:, 0], grey[:, 0].float() / 255)
 
 
 # ----------------------------------------------------------------------------- mapping
@@ -101,6 +113,8 @@ def test_greedy_assignment_is_one_to_one_and_matches_brute_force(seed):
 def test_greedy_is_not_hungarian():
     freq = torch.tensor([[10, 9], [8, 0]])  # greedy takes 10 then 0; the optimum is 9 + 8
     assert prompting.greedy_assignment(freq).tolist() == [0, 1]
+    with pytest.raises(ConfigError, match="at most 2 target classes"):
+        prompting.greedy_assignment(torch.zeros(2, 3))
 
 
 def test_frequency_matrix_counts_predictions_per_target_class():
@@ -116,30 +130,59 @@ def test_random_mapping_is_seeded_and_injective():
 
 
 @pytest.mark.parametrize("mapping, interval, expected", [
-    ("ilm", 1, [0, 1, 2, 3]), ("ilm", 2, [0, 2]), ("ilm", 3, [0, 3]),
-    ("flm", 1, [0]), ("rlm", 1, []),
+    ("ilm", 1, [0, 1, 2, 3]), ("ilm", 2, [0, 2]), ("ilm", 3, [0, 3]), ("flm", 1, [0]), ("rlm", 1, []),
 ])
 def test_mapping_is_recomputed_every_interval_for_ilm_only(mapping, interval, expected):
-    result = train_one(tiny_source_model(), toy_set(), mapping, epochs=4, lr=0.1,
-                                    batch_size=8, canvas=36, mapping_interval=interval)
+    images, labels = toy_pool()
+    result = train_one(tiny_source_model(), images, labels, mapping, interval=interval, epochs=4)
     assert result.mapping_epochs == expected
     assert len(set(result.mapping.tolist())) == 4
 
 
 def test_flm_mapping_is_the_greedy_map_of_the_initial_prompt():
-    model, train_set = tiny_source_model(), toy_set()
-    logits = prompting.source_logits(model, [prompting.PadPrompt(32, 36)], [train_set.images])[0]
-    initial = prompting.mapping_from_logits(logits, train_set.labels, len(train_set.classes))
-    result = train_one(model, train_set, "flm", epochs=2, lr=0.1, batch_size=8, canvas=36)
-    assert torch.equal(result.mapping, initial)
+    model, (images, labels) = tiny_source_model(), toy_pool()
+    logits = prompting.prompted_logits(model, prompting.PadPrompt(32, 36), images)
+    initial = prompting.mapping_from_logits(logits, labels, 4)
+    assert torch.equal(train_one(model, images, labels, "flm").mapping, initial)
 
 
 def test_only_the_prompt_trains():
-    model = tiny_source_model()
+    model, (images, labels) = tiny_source_model(), toy_pool()
     before = [p.clone() for p in model.parameters()]
-    result = train_one(model, toy_set(), "ilm", epochs=2, lr=0.1, batch_size=8, canvas=36)
+    result = train_one(model, images, labels, "ilm")
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert result.prompt.theta.abs().sum() > 0
+    assert result.losses and all(torch.isfinite(torch.tensor(result.losses)))
+
+
+def test_prompts_trained_together_follow_their_solo_trajectories():
+    """Shared passes are only a speed-up: each prompt ends where training it alone ends."""
+    model, (images, labels) = tiny_source_model(), toy_pool(n_per_class=8)
+    picks = [torch.randperm(32, generator=torch.Generator().manual_seed(s))[:20] for s in range(4)]
+    jobs = [prompting.PromptJob(idx, mapping, seed, interval) for idx, (mapping, seed, interval) in
+            zip(picks, [("ilm", 0, 1), ("flm", 1, 1), ("rlm", 2, 1), ("ilm", 3, 2)])]
+    jobs.append(prompting.PromptJob(picks[0], "flm", 5))  # same images as job 0: shares the theta=0 pass
+    together = prompting.train_prompts(model, images, labels, 4, jobs, settings(epochs=3))
+    for job, joint in zip(jobs, together):
+        alone = prompting.train_prompts(model, images, labels, 4, [job], settings(epochs=3))[0]
+        assert torch.allclose(joint.prompt.theta, alone.prompt.theta, atol=1e-5)
+        assert torch.equal(joint.mapping, alone.mapping) and joint.mapping_epochs == alone.mapping_epochs
+    assert not torch.allclose(together[0].prompt.theta, together[1].prompt.theta)
+    with pytest.raises(ValueError, match="one training-set size"):
+        prompting.train_prompts(model, images, labels, 4, [jobs[0], prompting.PromptJob(torch.arange(8), "ilm")],
+                                settings())
+
+
+def test_target_probabilities_select_the_mapped_logits():
+    model, (images, labels) = tiny_source_model(), toy_pool()
+    result = train_one(model, images, labels, "ilm")
+    probs = prompting.target_probabilities(model, [result], images)[0]
+    logits = prompting.prompted_logits(model, result.prompt, images)
+    assert torch.allclose(probs, logits[:, result.mapping].softmax(1))
+    assert probs.shape == (len(images), 4)
+
+
+# ----------------------------------------------------------------------------- probe, errors
 
 
 def test_linear_probe_learns_separable_features():
@@ -148,108 +191,19 @@ def test_linear_probe_learns_separable_features():
     x = torch.randn(80, 8, generator=g) * 0.1 + nn.functional.one_hot(y, 8).float()
     head = prompting.linear_probe(x, y, 4, epochs=30, lr=0.05)
     assert (head(x).argmax(1) == y).float().mean() == 1.0
-    assert prompting.probe_parameters(512, 10) == 5130
-
-
-def test_transfer_returns_probabilities_for_each_method():
-    model, train_set, test_set = tiny_source_model(), toy_set(), toy_set(seed=1)
-    settings = prompting.TransferSettings(vp_epochs=1, canvas=36, lp_epochs=2)
-    feats = (torch.randn(len(train_set), 16), torch.randn(len(test_set), 16))  # no timm head here
-    for method in prompting.METHODS:
-        out = prompting.transfer(model, method, train_set, test_set, settings, seed=0,
-                                 features=feats if method == "lp" else None)
-        assert out["probs"].shape == (len(test_set), 4)
-        assert torch.allclose(out["probs"].sum(1), torch.ones(len(test_set)))
-        summary = prompting.summarize(out["probs"], out["labels"])
-        assert 0 <= summary["ece"] <= 1 and 0 <= summary["accuracy"] <= 1
-
-
-# ----------------------------------------------------------------------------- metrics
+    assert prompting.probe_parameters(1280, 10) == 12810
 
 
 def test_ece_matches_a_hand_computed_value():
-    # confidences 0.9 (right), 0.9 (wrong), 0.6 (right), 0.6 (right) -> bins (0.867, 0.933], (0.6-)
     probs = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6]])
     labels = torch.tensor([0, 1, 0, 1])
-    # bin of 0.9: acc 0.5, conf 0.9, weight 1/2; bin of 0.6: acc 1, conf 0.6, weight 1/2
+    # bin of 0.9: accuracy 0.5, confidence 0.9, weight 1/2; bin of 0.6: accuracy 1, confidence 0.6
     expected = 0.5 * abs(0.5 - 0.9) + 0.5 * abs(1.0 - 0.6)
     assert metrics.expected_calibration_error(probs, labels, 15) == pytest.approx(expected)
-    summary = prompting.summarize(probs, labels)
-    assert summary["ece"] == pytest.approx(expected)
-    assert summary["true_conf_wrong"] == pytest.approx(0.1)
-
-
-def test_ece_is_zero_when_perfectly_calibrated():
-    # confidence 0.75 in one bin and 3 of 4 right
-    probs = torch.tensor([[0.75, 0.25]] * 4)
-    labels = torch.tensor([0, 0, 0, 1])
-    assert metrics.expected_calibration_error(probs, labels) == pytest.approx(0.0)
-
-
-# ----------------------------------------------------------------------------- validation, resumption
 
 
 def test_user_errors_are_one_line_config_errors():
-    with pytest.raises(ConfigError, match="unknown transfer method 'fft'"):
-        prompting.validate_transfer(["ilm", "fft"], [5], 40)
     with pytest.raises(ConfigError, match="unknown label mapping 'hungarian'"):
-        train_one(tiny_source_model(), toy_set(), "hungarian", epochs=1)
-    with pytest.raises(ConfigError, match="n_shot"):
-        prompting.validate_transfer(["lp"], [0], 40)
-    with pytest.raises(ConfigError, match="exceeds the 6 images"):
-        prompting.check_shots(toy_set(), [5, 7])
-    with pytest.raises(ConfigError, match="canvas"):
-        prompting.validate_transfer(["ilm"], [5], 32)
-    with pytest.raises(ConfigError, match="unknown VP precision 'float16'"):
-        prompting.validate_transfer(["ilm"], [5], 40, 1, "float16")
-
-
-def test_bfloat16_passes_keep_a_float32_prompt_on_the_border_only():
-    model, train_set = tiny_source_model(), toy_set()
-    [result] = prompting.train_prompts(model, [prompting.PromptJob(train_set, "ilm")], epochs=2, lr=0.1,
-                                       batch_size=8, canvas=36, precision="bfloat16")
-    theta = result.prompt.theta
-    assert theta.dtype == torch.float32 and theta.abs().sum() > 0
-    rows, cols = result.prompt.window
-    assert torch.equal(result.prompt.border()[:, rows, cols], torch.zeros(3, 32, 32))
-    logits = prompting.source_logits(model, [result.prompt], [train_set.images], precision="bfloat16")[0]
-    assert logits.dtype == torch.float32 and logits.shape == (len(train_set), 12)
-
-
-def test_prompts_trained_together_follow_their_solo_trajectories():
-    """Shared passes are only a speed-up: each prompt ends where training it alone ends."""
-    model, full = tiny_source_model(), toy_set(n_per_class=8)
-    jobs = [prompting.PromptJob(full.subset(data.few_shot_indices(full.labels, 5, seed)), mapping, seed, interval)
-            for mapping, seed, interval in [("ilm", 0, 1), ("flm", 1, 1), ("rlm", 2, 1), ("ilm", 3, 2)]]
-    together = prompting.train_prompts(model, jobs, epochs=3, lr=0.1, batch_size=8, canvas=36)
-    for job, joint in zip(jobs, together):
-        alone = train_one(model, job.train_set, job.mapping, epochs=3, lr=0.1, batch_size=8,
-                                       canvas=36, mapping_interval=job.mapping_interval, seed=job.seed)
-        assert torch.allclose(joint.prompt.theta, alone.prompt.theta, atol=1e-5)
-        assert torch.equal(joint.mapping, alone.mapping) and joint.mapping_epochs == alone.mapping_epochs
-    assert not torch.allclose(together[0].prompt.theta, together[1].prompt.theta)
-    with pytest.raises(ValueError, match="one training-set size"):
-        prompting.train_prompts(model, [jobs[0], prompting.PromptJob(full, "ilm")], epochs=1)
-
-
-def test_an_interrupted_sweep_resumes_without_losing_or_duplicating_rows(tmp_path):
-    """Rows lost mid-group are recomputed to exactly the numbers of an uninterrupted sweep."""
-    model = tiny_source_model()
-    targets = {"near": (toy_set(n_per_class=6), toy_set(n_per_class=3, seed=1))}
-    units = prompting.sweep_units(["dense"], ["near"], ["ilm", "flm"], [2, -1], [0, 1], canvases=[36])
-    settings = prompting.TransferSettings(vp_epochs=2, vp_lr=0.1, vp_batch_size=4, canvas=36)
-    key = prompting.SWEEP_KEY
-
-    def sweep(folder, keep_rows=None):
-        store = RunStore(folder, key=key)
-        prompting.run_sweep(store, units, {"dense": model}, targets, settings, folder, progress=False)
-        if keep_rows is not None:  # simulate a crash: only the first rows reached runs.csv
-            store.frame.head(keep_rows).to_csv(folder / "runs.csv", index=False)
-            store = RunStore(folder, key=key)
-            prompting.run_sweep(store, units, {"dense": model}, targets, settings, folder, progress=False)
-        return RunStore(folder, key=key).frame.sort_values(list(key)).reset_index(drop=True)
-
-    whole = sweep(tmp_path / "whole")
-    resumed = sweep(tmp_path / "resumed", keep_rows=5)  # groups hold 4 prompts: 5 cuts one
-    assert len(whole) == len(units) == 8 and not resumed.duplicated(list(key)).any()
-    pd.testing.assert_frame_equal(whole.drop(columns="seconds"), resumed.drop(columns="seconds"))
+        prompting.PromptJob(torch.arange(4), "hungarian")
+    with pytest.raises(ConfigError, match="mapping_interval"):
+        prompting.PromptJob(torch.arange(4), "ilm", mapping_interval=0)

@@ -221,8 +221,10 @@ def test_keys_are_deterministic_and_distinct(study_copy):
     ("petl.py", {"03_sls"}),
     ("structured.py", {"02_pruning_value"}),
     ("cifar_models.py", {"02_pruning_value"}),
-    ("prompting.py", {"01_hidden_cost"}),
-    ("sparsity.py", {"01_hidden_cost"}),
+    ("methods/prompting.py", {"01_hidden_cost"}),
+    ("methods/sparse_training.py", {"01_hidden_cost"}),
+    ("methods/quantization.py", {"01_hidden_cost"}),
+    ("studies/hidden_cost.py", {"01_hidden_cost"}),
     ("zoo.py", UPSTREAM_AND_DEPENDANTS | {SUMMARY}),  # notebook 00's code, so its dependants' upstream
     ("data.py", UPSTREAM_AND_DEPENDANTS | {"02_pruning_value", SUMMARY}),
 ])
