@@ -214,7 +214,9 @@ def test_keys_are_deterministic_and_distinct(study_copy):
 
 
 @pytest.mark.parametrize("module, expected", [
-    ("dcvit.py", {"04_dcvit"}),
+    ("methods/dcvit.py", {"04_dcvit"}),
+    ("methods/inversion.py", {"04_dcvit"}),
+    ("methods/practise.py", {"04_dcvit"}),
     ("studies/dcvit.py", {"04_dcvit"}),
     ("sls.py", {"03_sls"}),
     ("petl.py", {"03_sls"}),
