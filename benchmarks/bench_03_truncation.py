@@ -1,4 +1,4 @@
-"""Throughput gain of SLS-truncated ViTs against the ideal linear gain (papers.md §3.5 claim 2).
+"""Throughput gain of SLS-truncated ViTs against the ideal linear gain (SLS, Han & Tang, ECCV 2024).
 
 For each kept depth d of the 12-block cpu ViT with Convpass adapters: throughput of the
 truncated model / throughput of the full model, divided by the ideal gain L / d (blocks are

@@ -34,13 +34,13 @@ probe_test_per_class = 30  # test images per class of each linear probe
 throughput_batch = 64
 throughput_seconds = 0.5  # timing per measurement (torch.utils.benchmark, 2 threads)
 
-# %% tags=["hide-input"]
+# %%
 import matplotlib.pyplot as plt
 import seaborn as sns
 from IPython.display import display
 from myst_nb import glue
 
-from compstudy import plots
+from compstudy import plots, scale
 from compstudy.seeding import seed_everything
 from compstudy.studies import upstream
 
@@ -49,6 +49,10 @@ seed_everything(cfg.seed)
 plots.set_style()
 display(cfg.as_table())
 results = upstream.run(cfg)
+scale.record_scale(cfg, models=cfg.upstream_models, resolution=cfg.resolutions, targets=cfg.targets,
+                   budgets={"probe training images per class": cfg.probe_train_per_class},
+                   seeds=[cfg.seed],
+                   test_images_per_target=results.probes.groupby("target").test_images.max().to_dict())
 
 # %% [markdown]
 # ## The weights really are ImageNet weights
@@ -57,10 +61,10 @@ results = upstream.run(cfg)
 # transform. The DeiT-Tiny weights come from a per-tensor export whose LayerNorm parameters
 # were rounded to 8-bit fixed point; the malamute it calls a husky is the known miss.
 
-# %% tags=["hide-input"]
+# %%
 stubs = results.stubs.pivot_table(index="image", columns="model", values=["prediction", "correct"],
                                   aggfunc="first").swaplevel(axis=1).sort_index(axis=1)
-stubs.insert(0, "truth", results.stubs.groupby("image").truth.first())
+stubs.insert(0, ("truth", ""), results.stubs.groupby("image").truth.first())
 display(stubs)
 for name, frame in results.stubs.groupby("model"):
     glue(f"stubs_correct_{name}", int(frame.correct.sum()), display=False)
@@ -72,7 +76,7 @@ for name, frame in results.stubs.groupby("model"):
 # resizes them). CIFAR-10 here is a JPEG copy at quality 75, so accuracies on it are not
 # comparable with published CIFAR-10 numbers.
 
-# %% tags=["hide-input"]
+# %%
 fig, axes = plt.subplots(1, len(results.targets), figsize=(2.6 * len(results.targets), 4.2))
 for ax, (name, (train_set, _)) in zip(axes, results.targets.items()):
     plots.image_grid(train_set.images, train_set.labels, train_set.classes, n_per_class=4,
@@ -89,7 +93,7 @@ plt.show()
 # steps (forward, backward, update) at the same batch. This table is where each chapter
 # picks its input resolution.
 
-# %% tags=["hide-input"]
+# %%
 costs = results.costs.assign(gmacs=lambda f: f.macs / 1e9).round(
     {"gmacs": 3, "forward_img_s": 0, "train_img_s": 0})
 display(costs.set_index(["model", "resolution"])[["parameters", "gmacs", "forward_img_s", "train_img_s"]])
@@ -110,7 +114,7 @@ plt.show()
 # the same network at timm's random initialisation. The gap is what pretraining buys a
 # chapter at that resolution.
 
-# %% tags=["hide-input"]
+# %%
 gains = upstream.probe_gains(results.probes)
 glue("probe_train_per_class", cfg.probe_train_per_class, display=False)
 glue("probe_test_per_class", cfg.probe_test_per_class, display=False)
@@ -137,7 +141,7 @@ for row in gains.itertuples():
 # idea). Targets the classifier cannot place are the ones layer-wise pruning expects to need
 # fewer of its layers.
 
-# %% tags=["hide-input"]
+# %%
 distance = upstream.distances(results.probes)
 display(distance.round(3))
 fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -153,5 +157,5 @@ plt.show()
 # Every external file is listed once in `compstudy.assets`, with its canonical source, licence
 # and digest; it is read from the cache, the offline mirror or a verified download.
 
-# %% tags=["hide-input"]
+# %%
 display(upstream.asset_table())

@@ -2,8 +2,10 @@
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ _SESSION_TMP = Path(tempfile.mkdtemp(prefix="compstudy-tests-"))
 os.environ["COMPSTUDY_ARTIFACTS"] = str(_SESSION_TMP / "artifacts")
 os.environ["COMPSTUDY_RESULTS"] = str(_SESSION_TMP / "results")
 os.environ["TQDM_DISABLE"] = "1"
+os.environ["COMPSTUDY_OFFLINE"] = "1"  # nothing may download in the tests
 os.environ.setdefault("COMPSTUDY_THREADS", "2")
 
 
@@ -26,12 +29,45 @@ def copy_study(target: Path) -> Path:
 
 
 def study_env(root: Path, **extra: str) -> dict[str, str]:
-    """Environment for a subprocess that sees ``root`` as the repository."""
-    return {**os.environ, "COMPSTUDY_ROOT": str(root),
-            "COMPSTUDY_RESULTS": str(root / "results"), **extra}
+    """Environment for a subprocess that sees ``root`` as the repository.
+
+    The copy has no ``../shared/mirror`` beside it, so it is handed this checkout's mirror.
+    """
+    from compstudy import assets
+
+    mirror = assets.mirror_dir()
+    return {**os.environ, "COMPSTUDY_ROOT": str(root), "COMPSTUDY_RESULTS": str(root / "results"),
+            **({"COMPSTUDY_MIRROR": str(mirror)} if mirror else {}), **extra}
 
 
 PYTHON = sys.executable
+JUPYTER_BOOK = str(Path(PYTHON).with_name("jupyter-book"))
+
+
+def build_book(root: Path) -> None:
+    """``jupyter-book build`` of the copy at ``root``, offline, with ``-n -W --keep-going``."""
+    build = subprocess.run([JUPYTER_BOOK, "build", str(root / "book"), "-n", "-W", "--keep-going"],
+                           capture_output=True, text=True, env=study_env(root), timeout=600)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+
+
+def run_all(root: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Every run of the copy at ``root`` under ``smoke``."""
+    return subprocess.run([PYTHON, "-m", "compstudy.runner", "all", "--profile", "smoke"],
+                          capture_output=True, text=True, env=study_env(root), timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory):
+    """Run every notebook of the study under `smoke` in a copy of the repo, then build the book."""
+    root = copy_study(tmp_path_factory.mktemp("study"))
+    start = time.perf_counter()
+    runs = run_all(root)
+    run_seconds = time.perf_counter() - start
+    assert runs.returncode == 0, runs.stdout + runs.stderr
+    build_book(root)
+    print(f"smoke runs {run_seconds:.0f} s")
+    return root
 
 
 @pytest.fixture(scope="session")

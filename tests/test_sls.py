@@ -45,7 +45,8 @@ def test_tsne_is_seeded_and_clamps_perplexity_on_tiny_sets():
 # ----------------------------------------------------------------------------- threshold walk
 
 WALK_CASES = [
-    # papers.md §3.2 example: T = 0.3 * 0.60 = 0.18, layer 2 (0.10) is the first below
+    # SLS's walk (Han & Tang, ECCV 2024) on a worked example: T = 0.3 * 0.60 = 0.18, layer 2
+    # (0.10) is the first below
     ([0.05, 0.10, 0.20, 0.30, 0.35, 0.40, 0.45, 0.50, 0.52, 0.55, 0.58, 0.60], 0.3, 3, "walk"),
     # the walk stops at the first dip from the top, even if lower layers score higher again
     ([0.5, 0.6, 0.1, 0.4, 0.5], 0.3, 4, "walk"),

@@ -8,4 +8,16 @@ runner (:mod:`compstudy.runner`), plots (:mod:`compstudy.plots`) and the claims 
 gives every claim an effect, a 95 % CI and a verdict (:mod:`compstudy.claims`).
 """
 
+import logging
+import warnings
+
 __version__ = "0.1.0"
+
+# Two import-time messages that say nothing about a run, silenced here at their source, before
+# any compstudy module imports torch or timm:
+# - torch.utils.cpp_extension (imported by torch.utils.benchmark) warns "No CUDA runtime is
+#   found" on machines that have nvcc but no GPU; compstudy never builds extensions;
+# - tqdm.auto (imported by huggingface_hub through timm) warns that ipywidgets is missing in
+#   every notebook kernel; the study keeps widgets out on purpose (its pages read offline).
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm.auto")

@@ -154,11 +154,13 @@ def _type_hints(cls: type) -> dict[str, Any]:
 
 def _check_names(key: str, value: Any) -> None:
     """Value checks shared by every notebook, chosen by the parameter's name."""
-    from . import data, models  # imported here: both are heavy and config is imported early
-
-    checks = {"dataset": data.check_dataset_name, "model": models.check_model_name}
-    for kind, check in checks.items():
+    for kind in ("dataset", "model"):
         if key in (kind, f"{kind}s") or key.endswith((f"_{kind}", f"_{kind}s")):
+            # imported only here: both are heavy, and a notebook without such keys needs neither
+            if kind == "dataset":
+                from .data import check_dataset_name as check
+            else:
+                from .models import check_model_name as check
             for name in value if isinstance(value, (list, dict)) else [value]:
                 check(name)
 
@@ -173,10 +175,16 @@ class NotebookConfig:
     ``"<notebook>/<run>"`` of the same profile), and overrides :meth:`validate` for value
     checks. Construction checks the types, the profile and dataset/model names, then calls
     :meth:`validate`; every failure is a one-line ConfigError.
+
+    A notebook that reads result files of other runs rather than their code (the summary
+    reads every ``claims.csv``) lists them in ``INPUTS``: glob patterns relative to
+    ``results/<profile>/``. The contents of the files they match enter the run key, so the
+    run is redone whenever one of them changes.
     """
 
     NOTEBOOK: ClassVar[str] = ""
     UPSTREAM: ClassVar[tuple[str, ...]] = ()
+    INPUTS: ClassVar[tuple[str, ...]] = ()
 
     profile: str
     run: str

@@ -5,17 +5,22 @@
 run of every notebook in dependency order; ``check`` validates every YAML of every profile.
 
 A run's key hashes its resolved parameters, the code it runs (the notebook's code and the
-``compstudy`` modules it imports, directly or not, without docstrings and comments) and the
-keys of the upstream runs its config declares. A run whose executed notebook carries the
-current key is skipped. The executed notebook is written to a temporary name and renamed
+``compstudy`` modules it imports, directly or not, without docstrings and comments), the
+keys of the upstream runs its config declares and the contents of the result files it
+declares it reads (``INPUTS``). A run whose executed notebook carries the current key is
+skipped. The executed notebook is written to a temporary name and renamed
 on success, so a failed run never looks finished. The results folder remembers the key its
 rows were computed under: a rerun with the same key resumes (the notebook skips finished
-rows), a new key starts the results afresh.
+rows), a new key starts the results afresh; a finished run adds its wall time there.
+
+Run pages are for readers: every code cell but the parameters is collapsed (``hide-input``),
+and the executed notebook keeps no path of the machine that ran it.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import sys
 import time
@@ -26,11 +31,13 @@ from typing import Any
 
 import nbformat
 
-from . import cache, config, paths
+from . import cache, config, paths, scale
 from .errors import ConfigError
 from .results import atomic_write_text
 
 KEY_FILE = ".run_key"
+SHOWN_TAGS = {"parameters", "injected-parameters"}  # code cells whose input a page shows
+_PLACED_TAGS = {"hide-input", "remove-input", "hide-cell", "remove-cell"}
 
 
 @memoize
@@ -62,9 +69,19 @@ def upstream_runs(notebook: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def input_digests(notebook: str, profile: str) -> dict[str, str]:
+    """sha256 of each file under ``results/<profile>/`` that matches the notebook's ``INPUTS``,
+    except the notebook's own results (its wall time would otherwise change its key)."""
+    base = paths.RESULTS_DIR / profile
+    found = {path for pattern in config.config_class(notebook).INPUTS for path in base.glob(pattern)
+             if path.is_file() and path.relative_to(base).parts[0] != notebook}
+    return {path.relative_to(base).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(found)}
+
+
 def run_key(notebook: str, params: Mapping[str, Any], root: Path = cache.LIB_ROOT,
             _path: tuple[str, ...] = ()) -> str:
-    """Key of a run with the resolved ``params``: parameters, code and upstream keys.
+    """Key of a run with the resolved ``params``: parameters, code, upstream keys and inputs.
 
     The upstream keys are computed from the repository (their YAML, notebook and modules),
     never read from executed notebooks, so a stale upstream page cannot hide a change.
@@ -75,8 +92,10 @@ def run_key(notebook: str, params: Mapping[str, Any], root: Path = cache.LIB_ROO
     for name, run_name in upstream_runs(notebook):
         up = config.load_config(params["profile"], name, run_name)
         upstream[f"{name}/{run_name}"] = run_key(name, up.params, root, (*_path, notebook))
-    return cache.digest({"params": dict(params), "code": code_digest(notebook, root),
-                         "upstream": upstream})
+    parts = {"params": dict(params), "code": code_digest(notebook, root), "upstream": upstream}
+    if config.config_class(notebook).INPUTS:  # only then: the keys of other runs stay as they were
+        parts["inputs"] = input_digests(notebook, params["profile"])
+    return cache.digest(parts)
 
 
 def key_of(profile: str, notebook: str, run_name: str, root: Path = cache.LIB_ROOT) -> str:
@@ -114,6 +133,30 @@ def _label(notebook_node, notebook: str, run_name: str, profile: str) -> None:
     notebook_node.cells.insert(1, reproduce)
 
 
+def _collapse_code(notebook_node) -> None:
+    """Tag every code cell ``hide-input`` but the parameters, so pages show results first.
+
+    Cells that already say how to show their input (``remove-input``, ``hide-cell``, ...)
+    keep their tags.
+    """
+    for cell in notebook_node.cells:
+        tags = cell.metadata.get("tags", [])
+        if cell.cell_type == "code" and not (set(tags) & (SHOWN_TAGS | _PLACED_TAGS)):
+            cell.metadata["tags"] = [*tags, "hide-input"]
+
+
+def _kernel_config():
+    """Kernel settings: CurveZMQ-encrypted sockets where pyzmq and the kernelspec support them.
+
+    Without them ipykernel warns on every start that it runs over unencrypted TCP.
+    """
+    import zmq
+    from traitlets.config import Config
+
+    policy = "auto" if zmq.has("curve") else "disabled"
+    return Config({"KernelManager": {"transport_encryption": policy}})
+
+
 def _prepare_results(results_dir: Path, key: str) -> None:
     """Keep rows computed under ``key`` (resume); drop rows from another config or code."""
     key_file = results_dir / KEY_FILE
@@ -139,6 +182,7 @@ def run(notebook: str, run_name: str, profile: str, force: bool = False) -> bool
     out.unlink(missing_ok=True)  # a stale page must not stand in for a run that fails
     source = jupytext.read(config.notebook_path(notebook))
     _label(source, notebook, run_name, profile)
+    _collapse_code(source)
     source.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                      "language": "python"}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +192,7 @@ def run(notebook: str, run_name: str, profile: str, force: bool = False) -> bool
     try:
         executed = papermill.execute_notebook(
             source, str(tmp), parameters=overrides, kernel_name="python3",
-            cwd=str(paths.REPO_ROOT), progress_bar=False)
+            cwd=str(paths.REPO_ROOT), progress_bar=False, config=_kernel_config())
     except papermill.PapermillExecutionError as error:
         tmp.unlink(missing_ok=True)
         if error.ename == "ConfigError":
@@ -159,8 +203,12 @@ def run(notebook: str, run_name: str, profile: str, force: bool = False) -> bool
         raise
     seconds = time.perf_counter() - start
     executed.metadata["compstudy"] = {"key": key, "profile": profile, "seconds": round(seconds, 1)}
+    executed.metadata.papermill.update(  # papermill stores absolute paths and the whole input
+        input_path=paths.display_path(config.notebook_path(notebook)),
+        output_path=paths.display_path(out))
     nbformat.write(executed, tmp)
     tmp.replace(out)
+    scale.record_wall_time(cfg.results_dir, seconds)
     print(f"[done] {notebook}/{run_name} ({profile}) in {seconds:.0f} s", flush=True)
     return True
 

@@ -27,7 +27,8 @@ from ..seeding import seed_everything
 from ..train import progress_bar
 
 PROBE_KEY = ("model", "resolution", "init", "target")
-PROBE_COLUMNS = ("probe_accuracy", "imagenet_entropy", "train_images", "test_images", "seconds")
+PROBE_COLUMNS = ("probe_accuracy", "imagenet_entropy", "imagenet_spread", "train_images", "test_images",
+                 "seconds")
 
 
 @dataclass(frozen=True)
@@ -137,16 +138,28 @@ def cost_table(cfg: Config) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def _features_and_entropy(model, images: data.ImageSet) -> tuple[np.ndarray, np.ndarray]:
-    """Pre-logit features of every image, and the normalised entropy of the ImageNet head's
-    prediction (0: certain of one class, 1: uniform over the 1,000)."""
-    feats, entropy = [], []
+def _features_and_head(model, images: data.ImageSet) -> tuple[np.ndarray, torch.Tensor]:
+    """Pre-logit features of every image and the ImageNet head's log-probabilities."""
+    feats, logps = [], []
     for batch, _ in data.make_loader(images, 128, shuffle=False):
         pre = model.forward_head(model.forward_features(models.adapt_input(model, batch)), pre_logits=True)
-        logp = model.get_classifier()(pre).log_softmax(1)
         feats.append(pre)
-        entropy.append(-(logp.exp() * logp).sum(1) / math.log(logp.shape[1]))
-    return torch.cat(feats).double().numpy(), torch.cat(entropy).numpy()
+        logps.append(model.get_classifier()(pre).log_softmax(1))
+    return torch.cat(feats).double().numpy(), torch.cat(logps)
+
+
+def imagenet_entropy(logp: torch.Tensor) -> float:
+    """Mean normalised entropy of each image's ImageNet prediction (0: sure of one class)."""
+    return float((-(logp.exp() * logp).sum(1) / math.log(logp.shape[1])).mean())
+
+
+def imagenet_spread(logp: torch.Tensor) -> float:
+    """Normalised entropy of the top-1 ImageNet labels over a set of images: near 1 when the
+    images spread over many ImageNet classes, as natural photos do, near 0 when the classifier
+    files them all under a few (a target far from what ImageNet taught it)."""
+    counts = torch.bincount(logp.argmax(1), minlength=logp.shape[1]).double()
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum() / math.log(min(len(logp), logp.shape[1])))
 
 
 def probe_units(cfg: Config) -> list[dict]:
@@ -173,11 +186,12 @@ def run_probes(cfg: Config, targets, progress: bool = True) -> pd.DataFrame:
             network = spec, models.upstream_model(unit["model"], unit["resolution"],
                                                   pretrained=unit["init"] == "imagenet")
         train_set, test_set = targets[unit["target"]]
-        train_x, _ = _features_and_entropy(network[1], train_set)
-        test_x, entropy = _features_and_entropy(network[1], test_set)
+        train_x, _ = _features_and_head(network[1], train_set)
+        test_x, logp = _features_and_head(network[1], test_set)
         accuracy = probe_accuracy(train_x, train_set.labels.numpy(), test_x, test_set.labels.numpy(),
                                   seed=cfg.seed)
-        store.add(unit | {"probe_accuracy": accuracy, "imagenet_entropy": float(entropy.mean()),
+        store.add(unit | {"probe_accuracy": accuracy, "imagenet_entropy": imagenet_entropy(logp),
+                          "imagenet_spread": imagenet_spread(logp),
                           "train_images": len(train_set), "test_images": len(test_set),
                           "seconds": time.perf_counter() - start})
         bar.update()
@@ -201,11 +215,10 @@ def probe_gains(probes: pd.DataFrame) -> pd.DataFrame:
 
 
 def distances(probes: pd.DataFrame) -> pd.DataFrame:
-    """Each target's distance from ImageNet as the ImageNet head sees it: the normalised
-    entropy of its predictions, per model and resolution (ImageNet weights only)."""
-    pretrained = probes[probes.init == "imagenet"]
-    return pretrained.pivot_table(index="target", columns=["model", "resolution"],
-                                  values="imagenet_entropy")
+    """Each target's distance from ImageNet as the ImageNet head sees it, per model and
+    resolution: 1 - :func:`imagenet_spread` of its test images (ImageNet weights only)."""
+    pretrained = probes[probes.init == "imagenet"].assign(distance=lambda f: 1 - f.imagenet_spread)
+    return pretrained.pivot_table(index="target", columns=["model", "resolution"], values="distance")
 
 
 def asset_table() -> pd.DataFrame:

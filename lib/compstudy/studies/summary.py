@@ -1,0 +1,161 @@
+"""Notebook 99, every claim of the study in one place.
+
+It reads the ``claims.csv``, ``scale.json`` and ``wall_time.json`` of every run of the profile
+and glues, for the pages that paste them:
+
+- ``summary_table``: each paper, each claim, its verdict, the effect with its 95 % CI and a
+  link to its evidence (the introduction opens with it);
+- ``claims_<nb>``: one chapter's claims table (its chapter page pastes it);
+- ``what_ran_<nb>``: the scale and wall time of each run of one notebook.
+
+``Config.INPUTS`` puts the contents of those files into the run key, so the runner redoes
+the summary whenever any of them changes. Links in the glued tables are relative to the page
+that pastes them, hence one table per kind of page (``root``).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .. import claims, config, paths, scale
+from ..config import NotebookConfig
+from ..errors import ConfigError
+
+CLAIMS_FILE = "claims.csv"
+INTRO_ROOT, CHAPTER_ROOT, OWN_ROOT = "", "../", "../../"
+"""Path from the introduction, a chapter page and the summary's own page to the book root."""
+_FIELD_NAMES = {"test_images_per_target": "test images per target"}
+
+
+@dataclass(frozen=True)
+class Config(NotebookConfig):
+    NOTEBOOK = "99_summary"
+    INPUTS = tuple(f"*/*/{name}" for name in (CLAIMS_FILE, scale.SCALE_FILE, scale.WALL_TIME_FILE))
+
+    digits: int
+    papers: dict[str, str]
+
+    def validate(self) -> None:
+        self.check_range("digits", low=0, high=6)
+        for notebook in self.papers:
+            if notebook not in config.notebook_names():
+                raise ConfigError(f"papers names {notebook!r}, which is not a notebook of the "
+                                  f"study; valid choices: {', '.join(config.notebook_names())}")
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What the runs of one profile wrote."""
+
+    profile: str
+    claims: pd.DataFrame  # notebook, run, then the columns of claims.csv
+    scales: dict[str, dict[str, dict]]  # notebook -> run -> scale.json and wall time
+
+
+def collect(cfg: Config) -> Collected:
+    """Read every run's claims and scale, in notebook and run order."""
+    frames, scales = [], {}
+    for notebook in config.notebook_names():
+        if notebook == cfg.NOTEBOOK:
+            continue
+        for run in config.run_names(cfg.profile, notebook):
+            folder = paths.RESULTS_DIR / cfg.profile / notebook / run
+            if (folder / CLAIMS_FILE).exists():
+                frames.append(claims.read_claims(folder).assign(notebook=notebook, run=run))
+            recorded = scale.read_scale(folder)
+            if recorded:
+                scales.setdefault(notebook, {})[run] = recorded
+    columns = ["notebook", "run", *claims.COLUMNS, *claims.EXTRA_COLUMNS]
+    frame = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    return Collected(cfg.profile, frame, scales)
+
+
+def _link(text: str, href: str) -> str:
+    return f'<a href="{html.escape(href)}">{html.escape(text)}</a>'
+
+
+def _html(frame: pd.DataFrame, raw: tuple[str, ...] = ()):
+    """The frame as an HTML table: text escaped, except the ``raw`` (link) columns."""
+    from IPython.display import HTML
+
+    shown = frame.copy()
+    for column in shown.columns:
+        if column not in raw:
+            shown[column] = shown[column].map(lambda v: html.escape(str(v)))
+    return HTML(shown.to_html(index=False, escape=False, border=0, na_rep=""))
+
+
+def _evidence(row, root: str) -> str:
+    where = "" if row.run == "main" else f" (run {row.run})"
+    return _link(f"{row.evidence or 'run page'}{where}", f"{root}runs/{row.notebook}/{row.run}.html")
+
+
+def _rows(frame: pd.DataFrame, digits: int) -> pd.DataFrame:
+    """``claims.claims_table`` of each run, with its notebook and run beside each claim."""
+    parts = [claims.claims_table(group, digits).reset_index().assign(notebook=nb, run=run)
+             for (nb, run), group in frame.groupby(["notebook", "run"], sort=False)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def summary_table(found: Collected, cfg: Config, root: str):
+    """The cross-paper table: paper, claim, verdict, effect [95 % CI], n, evidence."""
+    if found.claims.empty:
+        from IPython.display import HTML
+
+        return HTML("<p>No run of this profile has written a claims.csv yet.</p>")
+    rows = _rows(found.claims, cfg.digits)
+    table = pd.DataFrame({
+        "paper": [_link(cfg.papers.get(nb, nb), f"{root}chapters/{nb}.html") for nb in rows.notebook],
+        "claim": [f"{c}: {s}" for c, s in zip(rows.claim, rows.statement)],
+        "verdict": rows.verdict, "effect [95 % CI]": rows["effect [95 % CI]"], "n": rows.n,
+        "evidence": [_evidence(r, root) for r in rows.itertuples()]})
+    return _html(table, raw=("paper", "evidence"))
+
+
+def chapter_claims_table(found: Collected, cfg: Config, notebook: str, root: str):
+    """The claims of one notebook's runs, as ``claims.claims_table`` lays them out, with a
+    ``run`` column when more than one run tests claims."""
+    rows = _rows(found.claims[found.claims.notebook == notebook], cfg.digits)
+    rows["evidence"] = [_evidence(r, root) for r in rows.itertuples()]
+    columns = ["claim", "statement", "paper", "verdict", "effect [95 % CI]", "n", "method",
+               "note", "evidence"]
+    if rows.run.nunique() > 1:
+        columns.insert(0, "run")
+    return _html(rows[columns].rename(columns={"paper": "paper's evidence"}), raw=("evidence",))
+
+
+def _plain(value) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_plain(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_plain(v) for v in value)
+    return str(value)
+
+
+def wall_time(seconds: float) -> str:
+    """``2 min 05 s``; ``1 h 02 min`` from an hour; ``8.3 s`` under a minute."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def what_ran_table(found: Collected, notebook: str) -> pd.DataFrame:
+    """One column per run of ``notebook``: profile, the recorded scale, and wall time."""
+    rows = ["profile", *(_FIELD_NAMES.get(f, f) for f in scale.FIELDS), "wall time"]
+    columns = {}
+    for run, recorded in found.scales.get(notebook, {}).items():
+        values = [_plain(recorded[f]) if f in recorded else "not recorded" for f in scale.FIELDS]
+        seconds = recorded.get("seconds")
+        columns[run] = [found.profile, *values,
+                        "unfinished" if seconds is None else wall_time(seconds)]
+    return pd.DataFrame(columns, index=pd.Index(rows, name="what ran"))
+
+
+def notebooks_with_claims(found: Collected) -> list[str]:
+    return list(dict.fromkeys(found.claims.notebook))
