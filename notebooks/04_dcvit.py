@@ -46,12 +46,13 @@ n_blocks = None  # force the number of compressed blocks (paper --rm-num); None:
 min_block = 1  # candidate blocks min_block..max_block (0-indexed; paper: 1..10 of 12)
 max_block = 10
 trial_drop_ratio = 0.75  # rd of the compressed block in the stage-C trials
+rank_metric = "synthetic"  # rank blocks by KL on the synthetic set (paper) or on the real held-out set
 trial_steps = 10  # feature-mimicking steps per block trial (paper: 2000)
 finetune_steps = 30  # steps after each progressive compression and after dropping (paper: 2000)
 batch_size = 16
 lr = 0.0005  # AdamW (paper 3e-5 over 2000 steps; our runs are ~100x shorter)
 weight_decay = 0.0001
-update_settings = ["before"]  # before: embeddings, blocks <= b+1 and final norm train, all: every block
+update_settings = ["before"]  # before: embeddings, blocks up to b+1 and final norm train, all: every block
 mlp_inits = ["random"]  # random | activation (which MLP units a compressed block keeps)
 run_block_drop = True
 drop_blocks = [1, 2, 3]  # block-dropping baseline: how many whole blocks to drop
@@ -78,7 +79,7 @@ from IPython.display import display
 from myst_nb import glue
 
 from compstudy import claims as claims_engine
-from compstudy import plots
+from compstudy import plots, scale
 from compstudy.seeding import seed_everything
 from compstudy.studies import dcvit as study
 
@@ -88,6 +89,12 @@ plots.set_style()
 display(cfg.as_table())
 results = study.run(cfg)
 points = 100  # accuracies are shown in percentage points
+scale.record_scale(cfg, models=[cfg.model], resolution=cfg.resolution, targets=[cfg.dataset],
+                   budgets={"MACs kept": cfg.keep_ratios, "few-shot images N": cfg.num_samples,
+                            "whole blocks dropped": cfg.drop_blocks if cfg.run_block_drop else [],
+                            "mimicking steps per compression": cfg.finetune_steps,
+                            "trial steps": cfg.trial_steps, "inversion steps": cfg.inv_steps},
+                   seeds=cfg.seeds, test_images_per_target={cfg.dataset: int(results.dense.test_images.iloc[0])})
 
 # %% [markdown]
 # ## The model to compress
@@ -189,15 +196,7 @@ plt.show()
 
 # %% tags=["hide-input"]
 chains = study.main_chains(results.chains).dropna(subset=["keep_ratio"])
-summary = (chains.groupby(["num_samples", "k"])
-           .agg(macs_kept=("macs_kept", "mean"), accuracy=("accuracy", "mean"), sd=("accuracy", "std"),
-                seeds=("seed", "nunique")))
-display(summary.round(4))
-if len(results.drops):
-    display(results.drops.groupby(["num_samples", "k"])
-            .agg(macs_kept=("macs_kept", "mean"), accuracy=("accuracy", "mean"), sd=("accuracy", "std"),
-                 blocks=("compressed", lambda b: ", ".join(b)))
-            .round(4))
+display(results.accuracy.round(2))
 n_list = list(cfg.num_samples)
 fig, axes = plt.subplots(1, len(n_list), figsize=(5.2 * len(n_list), 3.9), sharey=True, squeeze=False)
 for ax, n in zip(axes[0], n_list):
@@ -216,10 +215,7 @@ axes[0][0].legend(fontsize=8)
 fig.suptitle(f"mean ± sd over {len(cfg.seeds)} seeds, {int(dense.test_images)} test images", y=1.02)
 plots.save_figure(fig, cfg.figures_dir / "accuracy_vs_macs.png")
 glue("accuracy_figure", fig, display=False)
-glue("curve_table", summary.round(4), display=False)
-glue("largest_loss", float(points * (dense.accuracy - min(chains.accuracy.min(),
-                                                            results.drops.accuracy.min() if len(results.drops)
-                                                            else 1.0))), display=False)
+glue("accuracy_table", results.accuracy.round(2), display=False)
 plt.show()
 
 # %% [markdown]
@@ -243,6 +239,18 @@ if len(equal):
     plots.save_figure(fig, cfg.figures_dir / "equal_macs.png")
     glue("equal_macs_figure", fig, display=False)
     glue("equal_macs_table", equal_summary.round(4), display=False)
+    interval = claims_engine.mean_interval(points * equal.difference.dropna())
+    glue("equal_effect", float(interval.effect), display=False)
+    glue("equal_ci_low", float(interval.ci_low), display=False)
+    glue("equal_ci_high", float(interval.ci_high), display=False)
+    by_k = points * equal.groupby("k").difference.mean()
+    glue("equal_fewest_blocks", float(by_k.iloc[0]), display=False)
+    glue("equal_most_blocks", float(by_k.iloc[-1]), display=False)
+    deepest = equal[equal.k == equal.k.max()]
+    glue("drop_loss_at_smallest", float(points * (dense.accuracy - deepest.block_drop).mean()), display=False)
+    glue("dcvit_loss_at_smallest", float(points * (dense.accuracy - deepest.dcvit).mean()), display=False)
+    glue("worst_loss_at_smallest", float(points * (dense.accuracy - deepest[["block_drop", "dcvit"]].min(axis=1)).max()),
+         display=False)
     plt.show()
 
 # %% [markdown]

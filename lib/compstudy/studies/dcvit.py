@@ -47,7 +47,9 @@ from ..seeding import seed_everything
 KEY = ("kind", "method", "update", "init", "num_samples", "seed", "kept_units", "k", "block")
 NONE = "-"  # the value of a key column that does not apply to a unit
 CLAIM_IDS = ("1", "2", "3", "4", "5", "6")
+RANK_METRICS = ("synthetic", "real")  # the paper's synthetic metric set, or real held-out images
 MAIN = ("before", "random")  # the paper's default update setting and MLP init
+POINTS = 100  # accuracies and MACs fractions are reported in percentage points
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class Config(NotebookConfig):
     min_block: int
     max_block: int
     trial_drop_ratio: float
+    rank_metric: str
     trial_steps: int
     finetune_steps: int
     batch_size: int
@@ -104,6 +107,7 @@ class Config(NotebookConfig):
         self.check_choices("update_settings", dcvit.UPDATE_SETTINGS)
         self.check_choices("mlp_inits", dcvit.MLP_INITS)
         self.check_choices("claims", CLAIM_IDS)
+        self.check_choices("rank_metric", RANK_METRICS)
         for key in ("seeds", "num_samples", "drop_blocks", "latency_probe_blocks"):
             if len(set(getattr(self, key))) != len(getattr(self, key)):
                 raise ConfigError(f"config key {key!r} of notebook {self.NOTEBOOK} repeats a value")
@@ -376,10 +380,11 @@ def trial_rows(ctx: Context, n: int, seed: int, init: str) -> list[dict]:
             for r in rows]
 
 
-def ranking(trials: pd.DataFrame, n: int, seed: int, init: str) -> list[int]:
-    """Stage C's order for one few-shot set: blocks by ascending KL on the synthetic set."""
-    mine = trials[(trials.num_samples == n) & (trials.seed == seed) & (trials.init == init)]
-    return dcvit.rank_blocks(mine, "kl_synthetic")
+def ranking(trials: pd.DataFrame, n: int, seed: int, init: str, metric: str = "synthetic") -> list[int]:
+    """Stage C's order for one few-shot set: blocks by ascending KL on the ``metric`` set (the
+    paper: the synthetic set; ``real``: the real held-out images, a sensitivity check)."""
+    mine = trials[(trials.num_samples == n) & (trials.seed == seed) & (trials["init"] == init)]
+    return dcvit.rank_blocks(mine, f"kl_{metric}")
 
 
 def chain_rows(ctx: Context, n: int, seed: int, update: str, init: str, kept: int, length: int,
@@ -485,6 +490,7 @@ class Results:
     trials: pd.DataFrame
     rankings: pd.DataFrame  # per (N, seed): rho(synthetic, real), orders
     chains: pd.DataFrame  # DC-ViT models, every variant
+    accuracy: pd.DataFrame  # mean accuracy and 95 % CI over seeds per method, N and level
     recover: pd.DataFrame
     drops: pd.DataFrame
     equal_macs: pd.DataFrame  # DC-ViT interpolated at block dropping's MACs, paired by (N, seed)
@@ -555,7 +561,7 @@ def run(cfg: Config, progress: bool = True) -> Results:
             add(_unit("trial", "dcvit", n, s, MAIN[0], init, the_plan.trial_kept, 1, the_plan.candidates[0]),
                 lambda: trial_rows(ctx, n, s, init))
         trials = _typed(store.frame, "trial")
-        order = ranking(trials, n, s, MAIN[1])  # every variant compresses the paper's ranking
+        order = ranking(trials, n, s, MAIN[1], cfg.rank_metric)  # every variant compresses one ranking
         for update in cfg.update_settings:
             for init in cfg.mlp_inits:
                 for kept, length in the_plan.chains.items():
@@ -589,7 +595,8 @@ def run(cfg: Config, progress: bool = True) -> Results:
         splits=split_table(splits, few_sets), classes=splits.test.classes, dense=dense, dense_history=dense_info["history"],
         costs=costs, structures=structures, example=worked_example(),
         inversion=inversion_table(ctx), inverted=ctx.inversion(cfg.seeds[0]),
-        trials=trials, rankings=ranking_table(trials), chains=chains, recover=recover, drops=drops,
+        trials=trials, rankings=ranking_table(trials), chains=chains,
+        accuracy=accuracy_table(chains, drops), recover=recover, drops=drops,
         equal_macs=equal_macs(chains, drops, float(dense.accuracy.iloc[0])) if cfg.run_block_drop else pd.DataFrame(),
         update_pairs=update_pairs(chains), coverage=coverage(the_plan, cfg.drop_blocks),
         latency=latency_table(latency), claims=pd.DataFrame(), cpu=cpu_table(runs, dense_info))
@@ -684,6 +691,22 @@ def equal_macs(chains: pd.DataFrame, drops: pd.DataFrame, dense_accuracy: float)
     return pd.DataFrame(rows)
 
 
+def accuracy_table(chains: pd.DataFrame, drops: pd.DataFrame) -> pd.DataFrame:
+    """Mean accuracy over seeds with its 95 % t-interval, per method, N and level (the DC-ViT
+    budgets of the main variant, the numbers of blocks dropped), in percentage points."""
+    parts = [main_chains(chains).dropna(subset=["keep_ratio"]).assign(method="DC-ViT")]
+    if len(drops):
+        parts.append(drops.assign(method="block drop"))
+    rows = []
+    for (method, n, k), group in pd.concat(parts).groupby(["method", "num_samples", "k"]):
+        acc = POINTS * group.accuracy.to_numpy()
+        interval = claims.t_interval(acc) if len(acc) > 1 else None
+        rows.append({"method": method, "num_samples": n, "k": k, "macs_kept": group.macs_kept.mean(),
+                     "accuracy": acc.mean(), "ci_low": interval.ci_low if interval else float("nan"),
+                     "ci_high": interval.ci_high if interval else float("nan"), "seeds": len(acc)})
+    return pd.DataFrame(rows).set_index(["method", "num_samples", "k"])
+
+
 def update_pairs(chains: pd.DataFrame) -> pd.DataFrame:
     """Accuracy of ``before`` − ``all`` for each chain model (same N, seed, init, step)."""
     if chains.empty or chains["update"].nunique() < 2:
@@ -734,8 +757,6 @@ def cpu_table(runs: pd.DataFrame, dense_info: dict) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- claims
 
-
-POINTS = 100  # accuracies and MACs fractions are reported in percentage points
 
 CLAIMS = {
     "1": claims.Claim(
@@ -799,10 +820,10 @@ def decide(cfg: Config, r: Results) -> list[claims.ClaimResult]:
             excess = POINTS * (r.coverage.drop_excess - r.coverage.dcvit_excess)
             out.append(claims.directional(CLAIMS["2"], excess))
         elif claim_id == "3":
-            rho = r.rankings[r.rankings.init == MAIN[1]].rho
+            rho = r.rankings[r.rankings["init"] == MAIN[1]].rho
             out.append(claims.directional(CLAIMS["3"], rho))
         elif claim_id == "4":
-            pairs = r.update_pairs[r.update_pairs.init == MAIN[1]]
+            pairs = r.update_pairs[r.update_pairs["init"] == MAIN[1]]
             out.append(claims.directional(CLAIMS["4"], POINTS * pairs.difference))
         elif claim_id == "5":
             chain = main_chains(r.chains).dropna(subset=["keep_ratio"])
