@@ -370,6 +370,27 @@ def test_equal_macs_interpolates_each_seeds_curve_and_pairs_by_seed():
     assert equal.difference.tolist() == pytest.approx([0.05, 0.15])
 
 
+
+def test_ranking_reads_the_synthetic_or_the_real_kl():
+    trials = pd.DataFrame({"init": "random", "num_samples": 50, "seed": 0, "block": [1, 2, 3],
+                           "kl_synthetic": [0.3, 0.1, 0.2], "kl_real": [0.1, 0.3, 0.2]})
+    assert study.ranking(trials, 50, 0, "random") == [2, 3, 1]
+    assert study.ranking(trials, 50, 0, "random", "real") == [1, 3, 2]
+    assert study.ranking(trials, 50, 1, "random") == []  # another seed's trials are not read
+
+
+def test_accuracy_table_has_a_t_interval_over_seeds_per_method_and_level():
+    chains = pd.DataFrame({"update": "before", "init": "random", "num_samples": 50, "seed": [0, 1, 2],
+                           "k": 1, "keep_ratio": 0.9, "macs_kept": 0.9, "accuracy": [0.70, 0.72, 0.74]})
+    drops = pd.DataFrame({"num_samples": 50, "seed": [0, 1, 2], "k": 1, "macs_kept": 0.92,
+                          "accuracy": [0.75, 0.75, 0.75]})
+    table = study.accuracy_table(chains, drops)
+    dc, drop = table.loc[("DC-ViT", 50, 1)], table.loc[("block drop", 50, 1)]
+    assert dc.accuracy == pytest.approx(72.0) and dc.seeds == 3
+    half = 4.302653 * 2.0 / np.sqrt(3)  # t(0.975, 2) * sd / sqrt(n), in points
+    assert (dc.ci_low, dc.ci_high) == pytest.approx((72.0 - half, 72.0 + half), rel=1e-4)
+    assert drop.accuracy == pytest.approx(75.0) and drop.ci_low == pytest.approx(drop.ci_high)
+
 def test_coverage_dcvit_meets_any_budget_block_dropping_overshoots(costs):
     the_plan = study.Plan(costs, list(range(1, 5)), [], 64)
     cover = study.coverage(the_plan, [1, 2, 3])
@@ -394,6 +415,7 @@ def test_coverage_dcvit_meets_any_budget_block_dropping_overshoots(costs):
     ({"claims": ["5"], "num_samples": [50]}, "claim 5 needs"),
     ({"seeds": [0, 0]}, "repeats"),
     ({"resolution": 60}, "divisible by 16"),
+    ({"rank_metric": "fewshot"}, "unknown rank_metric value"),
 ])
 def test_user_errors_are_one_line_config_errors(overrides, match):
     with pytest.raises(ConfigError, match=match) as error:
