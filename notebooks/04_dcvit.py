@@ -223,6 +223,8 @@ plt.show()
 #
 # Each (N, seed) DC-ViT curve, with the dense model at all MACs, interpolated at the MACs of
 # that (N, seed)'s block-dropping models: the paired difference that decides claim 1.
+# Below it, where each method removes computation: the mean index (0 to 11) of the first
+# blocks DC-ViT compresses and of the blocks block dropping removes, per (N, seed).
 
 # %% tags=["hide-input"]
 equal = results.equal_macs
@@ -251,6 +253,11 @@ if len(equal):
     glue("dcvit_loss_at_smallest", float(points * (dense.accuracy - deepest.dcvit).mean()), display=False)
     glue("worst_loss_at_smallest", float(points * (dense.accuracy - deepest[["block_drop", "dcvit"]].min(axis=1)).max()),
          display=False)
+    place = results.placement
+    display(place.round(2))
+    glue("placement_blocks", int(place.blocks.iloc[0]), display=False)
+    glue("dcvit_mean_block", float(place.dcvit.mean()), display=False)
+    glue("drop_mean_block", float(place.block_drop.mean()), display=False)
     plt.show()
 
 # %% [markdown]

@@ -379,6 +379,15 @@ def test_ranking_reads_the_synthetic_or_the_real_kl():
     assert study.ranking(trials, 50, 1, "random") == []  # another seed's trials are not read
 
 
+def test_placement_averages_the_first_compressed_and_the_dropped_blocks():
+    chains = pd.DataFrame({"update": "before", "init": "random", "num_samples": 50, "seed": 0,
+                           "k": [3, 1, 2, 4], "block_compressed": [4, 1, 2, 9]})
+    recover = pd.DataFrame({"num_samples": 50, "seed": [0] * 4 + [1] * 4, "block": [1, 2, 9, 10] * 2,
+                            "score": [0.4, 0.3, 0.2, 0.1, 0.1, 0.2, 0.3, 0.4]})
+    place = study.placement(chains, recover, 2)
+    assert place.to_dict("records") == [{"num_samples": 50, "seed": 0, "blocks": 2, "dcvit": 1.5,
+                                         "block_drop": 9.5}]
+
 def test_accuracy_table_has_a_t_interval_over_seeds_per_method_and_level():
     chains = pd.DataFrame({"update": "before", "init": "random", "num_samples": 50, "seed": [0, 1, 2],
                            "k": 1, "keep_ratio": 0.9, "macs_kept": 0.9, "accuracy": [0.70, 0.72, 0.74]})

@@ -493,6 +493,7 @@ class Results:
     accuracy: pd.DataFrame  # mean accuracy and 95 % CI over seeds per method, N and level
     recover: pd.DataFrame
     drops: pd.DataFrame
+    placement: pd.DataFrame  # per (N, seed): mean index of the blocks each method removes first
     equal_macs: pd.DataFrame  # DC-ViT interpolated at block dropping's MACs, paired by (N, seed)
     update_pairs: pd.DataFrame  # before − all per (N, seed, k), when the run has both
     coverage: pd.DataFrame  # reachable MACs for a grid of budgets
@@ -597,6 +598,7 @@ def run(cfg: Config, progress: bool = True) -> Results:
         inversion=inversion_table(ctx), inverted=ctx.inversion(cfg.seeds[0]),
         trials=trials, rankings=ranking_table(trials), chains=chains,
         accuracy=accuracy_table(chains, drops), recover=recover, drops=drops,
+        placement=placement(chains, recover, max(cfg.drop_blocks)) if cfg.run_block_drop else pd.DataFrame(),
         equal_macs=equal_macs(chains, drops, float(dense.accuracy.iloc[0])) if cfg.run_block_drop else pd.DataFrame(),
         update_pairs=update_pairs(chains), coverage=coverage(the_plan, cfg.drop_blocks),
         latency=latency_table(latency), claims=pd.DataFrame(), cpu=cpu_table(runs, dense_info))
@@ -690,6 +692,18 @@ def equal_macs(chains: pd.DataFrame, drops: pd.DataFrame, dense_accuracy: float)
                      "block_drop": d.accuracy, "dcvit": dc, "difference": dc - d.accuracy})
     return pd.DataFrame(rows)
 
+
+def placement(chains: pd.DataFrame, recover: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Where each method removes computation, per (N, seed): the mean index of the first ``k``
+    blocks DC-ViT compresses (its ranking, main variant) and of the ``k`` blocks block dropping
+    removes (lowest PRACTISE scores)."""
+    rows = []
+    for (n, seed), chain in main_chains(chains).groupby(["num_samples", "seed"]):
+        scores = recover[(recover.num_samples == n) & (recover.seed == seed)]
+        first = chain.sort_values("k").block_compressed.to_numpy()[:k]
+        rows.append({"num_samples": n, "seed": seed, "blocks": k, "dcvit": float(np.mean(first)),
+                     "block_drop": float(np.mean(practise.blocks_to_drop(scores, k)))})
+    return pd.DataFrame(rows)
 
 def accuracy_table(chains: pd.DataFrame, drops: pd.DataFrame) -> pd.DataFrame:
     """Mean accuracy over seeds with its 95 % t-interval, per method, N and level (the DC-ViT
