@@ -388,6 +388,16 @@ def test_placement_averages_the_first_compressed_and_the_dropped_blocks():
     assert place.to_dict("records") == [{"num_samples": 50, "seed": 0, "blocks": 2, "dcvit": 1.5,
                                          "block_drop": 9.5}]
 
+
+@pytest.mark.parametrize("loss, verdict", [(0.2, "reproduced"), (3.0, "contradicted"), (-1.0, "reproduced")])
+def test_claim_4_is_non_inferiority_with_a_one_point_margin(loss, verdict):
+    pairs = pd.DataFrame({"init": "random", "num_samples": 50, "seed": [0, 0, 1, 1, 2, 2], "k": [1, 2] * 3,
+                          "difference": -loss / 100 + np.array([-1, 1, -2, 2, 0.5, -0.5]) * 1e-3})
+    r = type("R", (), {"update_pairs": pairs})()
+    cfg = type("C", (), {"claims": ["4"]})()
+    (result,) = study.decide(cfg, r)
+    assert result.verdict == verdict and result.effect == pytest.approx(study.UPDATE_MARGIN - loss)
+
 def test_accuracy_table_has_a_t_interval_over_seeds_per_method_and_level():
     chains = pd.DataFrame({"update": "before", "init": "random", "num_samples": 50, "seed": [0, 1, 2],
                            "k": 1, "keep_ratio": 0.9, "macs_kept": 0.9, "accuracy": [0.70, 0.72, 0.74]})
