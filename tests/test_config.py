@@ -145,7 +145,7 @@ def test_the_type_checker(value, hint, ok):
     ("04_dcvit", {"update_settings": ["before", "some"]},
      "unknown update_settings value 'some'; valid choices: before, all"),
     ("04_dcvit", {"mlp_inits": ["rand"]}, "unknown mlp_inits value 'rand'; valid choices: random, activation"),
-    ("04_dcvit", {"trial_drop_ratio": 1.5}, "'trial_drop_ratio' of notebook 04_dcvit must lie in [0, 1], got 1.5"),
+    ("04_dcvit", {"trial_drop_ratio": 1.5}, "'trial_drop_ratio' of notebook 04_dcvit must lie in [0, 1), got 1.5"),
     ("04_dcvit", {"num_samples": [100, 0]}, "must lie in [1, inf], got 0"),
     ("03_sls", {"alphas": [0.3, 1.5]}, "alpha must lie in (0, 1], got 1.5"),
     ("03_sls", {"petl_methods": ["lora"]}, "unknown PETL method 'lora'"),

@@ -215,7 +215,9 @@ def test_keys_are_deterministic_and_distinct(study_copy):
 
 
 @pytest.mark.parametrize("module, expected", [
-    ("dcvit.py", {"04_dcvit"}),
+    ("methods/dcvit.py", {"04_dcvit"}),
+    ("methods/inversion.py", {"04_dcvit"}),
+    ("methods/practise.py", {"04_dcvit"}),
     ("studies/dcvit.py", {"04_dcvit"}),
     ("sls.py", {"03_sls"}),
     ("petl.py", {"03_sls"}),
@@ -241,9 +243,9 @@ def test_editing_notebook_00s_config_reruns_its_dependants(study_copy):
     assert changed(before, after) == UPSTREAM_AND_DEPENDANTS
     assert all(after[k] != before[k] for k in after if k[0] in UPSTREAM_AND_DEPENDANTS)  # every run
     assert keys(study_copy, "smoke") == before_smoke  # another profile reads its own YAML
-    ablation = study_copy / "configs" / "cpu" / "04_dcvit" / "mlp_init.yaml"
+    ablation = study_copy / "configs" / "cpu" / "04_dcvit" / "update_all.yaml"
     append(ablation, "seeds: [1]\n")
-    assert {k for k in after if keys(study_copy)[k] != after[k]} == {("04_dcvit", "mlp_init")}
+    assert {k for k in after if keys(study_copy)[k] != after[k]} == {("04_dcvit", "update_all")}
 
 
 def _edit_docstrings_and_comments(path):

@@ -146,8 +146,8 @@ def augment(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
 class _Batches(torch.utils.data.Dataset):
     """Indexed by a list of indices: returns a whole float (and augmented) batch."""
 
-    def __init__(self, ds: ImageSet, augment: bool, seed: int):
-        self.ds, self.augment = ds, augment
+    def __init__(self, ds: ImageSet, augment: bool, seed: int, pad: int = 4):
+        self.ds, self.augment, self.pad = ds, augment, pad
         self.g = torch.Generator().manual_seed(seed + 0x5EED)
 
     def __len__(self) -> int:
@@ -156,14 +156,16 @@ class _Batches(torch.utils.data.Dataset):
     def __getitem__(self, idx):
         idx = torch.as_tensor(idx)
         x = to_float(self.ds.images[idx])
-        return (augment(x, self.g) if self.augment else x), self.ds.labels[idx]
+        return (augment(x, self.g, self.pad) if self.augment else x), self.ds.labels[idx]
 
 
 def make_loader(
     ds: ImageSet, batch_size: int, shuffle: bool, seed: int = 0, augment: bool = False,
-    drop_last: bool = False,
+    drop_last: bool = False, pad: int = 4,
 ) -> DataLoader:
     """Loader of ``(float32 RGB N x 3 x H x W in [0, 1], int64 labels)`` at native size.
+
+    ``augment`` applies :func:`augment` with zero padding ``pad`` (0: horizontal flips only).
 
     Batches are sliced and augmented as whole tensors (no per-image Python), in the main
     process. Shuffling and augmentation draw from their own generators seeded from
@@ -172,6 +174,6 @@ def make_loader(
     order = (RandomSampler(ds.labels, generator=torch.Generator().manual_seed(seed))
              if shuffle else SequentialSampler(ds.labels))
     return DataLoader(
-        _Batches(ds, augment, seed), sampler=BatchSampler(order, batch_size, drop_last),
+        _Batches(ds, augment, seed, pad), sampler=BatchSampler(order, batch_size, drop_last),
         batch_size=None, num_workers=0, collate_fn=lambda b: b,
     )
