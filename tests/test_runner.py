@@ -217,8 +217,10 @@ def test_keys_are_deterministic_and_distinct(study_copy):
 @pytest.mark.parametrize("module, expected", [
     ("dcvit.py", {"04_dcvit"}),
     ("studies/dcvit.py", {"04_dcvit"}),
-    ("sls.py", {"03_sls"}),
-    ("petl.py", {"03_sls"}),
+    ("methods/sls.py", {"03_sls"}),
+    ("methods/petl.py", {"03_sls"}),
+    ("methods/depgraph.py", {"03_sls"}),
+    ("studies/sls.py", {"03_sls"}),
     ("structured.py", {"02_pruning_value"}),
     ("cifar_models.py", {"02_pruning_value"}),
     ("prompting.py", {"01_hidden_cost"}),
