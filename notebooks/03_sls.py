@@ -33,7 +33,7 @@ train_per_class = 50  # per PETL seed: PETL training, t-SNE, probes and head re-
 test_per_class = {"cifar10": 100, "fashion_mnist": 100, "mnist": -1, "digits": -1,
                   "middle": 100, "far": 100}  # -1: the whole test split
 petl_methods = ["convpass", "adapter"]  # the first is compared with DepGraph
-petl_seeds = {"convpass": [0, 1], "adapter": [0]}  # each: training draw, init, order, Taylor batches
+petl_seeds = {"convpass": [0], "adapter": [0]}  # each: training draw, init, order, Taylor batches
 petl_scale = 1.0  # adapter scale s
 petl_epochs = 4
 petl_warmup_epochs = 1.0
