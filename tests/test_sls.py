@@ -273,3 +273,70 @@ def test_too_many_images_per_class_fails_before_training():
 def test_tsne_settings_vary_one_factor_at_a_time():
     cfg = config.load_config("cpu", "03_sls", "tsne")
     assert study.tsne_settings(cfg) == [(0, 30.0), (1, 30.0), (2, 30.0), (0, 10.0), (0, 50.0)]
+
+
+# ----------------------------------------------------------------------------- claims of the study
+
+CLAIM_TARGETS = {"cifar10": 3.0, "fashion_mnist": 1.5, "mnist": 1.7, "far": 2.0}
+"""Silhouette curve (l / L) ** exponent per target: the convex natural curve crosses
+T = 0.3 * SC_L late (d = 9), the others earlier (d = 6, 6, 7)."""
+
+
+def _claim_inputs(sls_ahead: bool):
+    cfg = config.load_config("cpu", "03_sls", "main")
+    cfg = dataclasses.replace(cfg, targets=list(CLAIM_TARGETS), natural_targets=["cifar10"],
+                              petl_methods=["convpass"], petl_seeds={"convpass": [0]},
+                              test_per_class={t: 100 for t in CLAIM_TARGETS})
+    rng = np.random.default_rng(0)
+    layers = pd.DataFrame([
+        {"target": t, "method": "convpass", "petl_seed": 0, "tsne_seed": 0, "perplexity": 30.0,
+         "layer": layer, "silhouette": 0.6 * (layer / 12) ** e + 0.001 * rng.normal(),
+         "raw_silhouette": 0.2 * (layer / 12) ** e, "probe_accuracy": 0.5 + 0.4 * (layer / 12) ** e}
+        for t, e in CLAIM_TARGETS.items() for layer in range(1, 13)])
+    table = study.kept_depths(layers, [cfg.alpha])
+    depths = study.chosen_depths(cfg, table)
+    correct, rows = {}, []
+    for i, t in enumerate(CLAIM_TARGETS):
+        d = depths[t, "convpass", 0]
+        full = rng.random(400) < 0.8
+        sls_ = full.copy()
+        sls_[rng.choice(400, 4, replace=False)] ^= True  # truncation flips a handful of answers
+        dg = np.where(rng.random(400) < 0.1 + 0.02 * i, False, sls_)  # width pruning loses more
+        if not sls_ahead:
+            sls_, dg = dg, sls_
+        for arm, depth, answers, speed, storage in (("full", 12, full, 100.0, 90_000),
+                                                    ("sls", d, sls_, 100 * 12 / d, 8_000 * d),
+                                                    ("depgraph", d, dg, 90 * 12 / d + i, 4_000_000)):
+            correct[t, "convpass", 0, arm, depth] = answers
+            rows.append({"target": t, "method": "convpass", "petl_seed": 0, "arm": arm, "depth": depth,
+                         "images_per_s_b1": speed, "images_per_s_b64": speed * (1.2 + 0.01 * i),
+                         "storage_parameters": storage})
+    return cfg, layers, table, pd.DataFrame(rows), correct
+
+
+def test_kept_depths_follow_where_each_curve_crosses_the_threshold():
+    cfg, _, table, _, _ = _claim_inputs(True)
+    depths = study.chosen_depths(cfg, table)
+    assert {t: depths[t, "convpass", 0] for t in CLAIM_TARGETS} == \
+        {"cifar10": 9, "fashion_mnist": 6, "mnist": 6, "far": 7}
+
+
+@pytest.mark.parametrize("sls_ahead", [True, False])
+def test_claims_follow_the_designed_effects(sls_ahead):
+    cfg, layers, table, frame, correct = _claim_inputs(sls_ahead)
+    results = {r.claim.id: r for r in study.test_claims(cfg, layers, table, frame, correct, pd.Series(dtype=float))}
+    verdict = {k: r.verdict for k, r in results.items()}
+    assert all(verdict[f"P.{t}"] == "reproduced" for t in CLAIM_TARGETS)
+    assert verdict["1.cut"] == verdict["3"] == verdict["2.speed"] == verdict["4.storage"] == "reproduced"
+    assert results["3"].effect == pytest.approx(9 - np.mean([6, 6, 7]))
+    assert results["1.cut"].effect == pytest.approx(np.mean([6, 6, 5]))
+    # SLS ahead of DepGraph: reproduced; the arms swapped: contradicted, on the same data
+    assert verdict["4.accuracy"] == ("reproduced" if sls_ahead else "contradicted")
+    assert (results["4.accuracy"].effect > 0) == sls_ahead
+    if sls_ahead:  # a handful of flipped answers in 400: within the 2-point margin
+        assert verdict["2.accuracy"] == "reproduced"
+        assert abs(results["2.accuracy"].effect) <= 1
+    comparisons = study.compare(cfg, table, correct)
+    assert set(comparisons.comparison) == {"sls_vs_full", "sls_vs_depgraph"}
+    assert (comparisons.ci_low_pp <= comparisons.effect_pp).all()
+    assert (comparisons.effect_pp <= comparisons.ci_high_pp).all()
