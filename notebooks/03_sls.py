@@ -87,7 +87,8 @@ glue("petl_seeds_first", len(cfg.petl_seeds[first]), display=False)
 # ## Silhouette versus depth
 #
 # The silhouette of each block's t-SNE map (training images), mean over the PETL seeds, with
-# the kept depth at α (dotted). The title of each panel gives the last block's silhouette.
+# the kept depth at α (dotted). The table gives each target's kept depth and last block's
+# silhouette, and the last block's silhouette on the frozen backbone (before PETL).
 
 # %%
 curves = results.layers.query("tsne_seed == @cfg.tsne_seeds[0] and perplexity == @cfg.perplexities[0]")
@@ -108,6 +109,8 @@ plt.show()
 last = results.depths.query("alpha == @cfg.alpha and tsne_seed == @cfg.tsne_seeds[0] "
                             "and perplexity == @cfg.perplexities[0]")
 kept_table = last.pivot_table(index="target", columns="method", values=["last_silhouette", "depth"]).loc[cfg.targets]
+frozen_last = results.models.query("arm == 'probe'").groupby("target").frozen_last_silhouette.mean()
+kept_table[("last_silhouette", "frozen backbone")] = frozen_last.reindex(cfg.targets)
 display(kept_table.round(3))
 glue("kept_table", kept_table.round(3), display=False)
 full_depth = study.model_depth(cfg.model)
