@@ -1,13 +1,14 @@
 """Throughput gain of SLS-truncated ViTs against the ideal linear gain (SLS, Han & Tang, ECCV 2024).
 
-For each kept depth d of the 12-block cpu ViT with Convpass adapters: throughput of the
-truncated model / throughput of the full model, divided by the ideal gain L / d (blocks are
-the whole cost only if patch embedding, final norm and head cost nothing). A ratio near 1
-means throughput rises linearly with removed blocks. Kept depths are read from the cpu
-results of notebook 03 (when they exist) plus a fixed ladder. Weights do not matter
-for speed, so the model is built at random initialisation (no zoo training needed).
+For each kept depth d that the ``cpu`` runs of notebook 03 found (``results/cpu/03_sls/*/runs.csv``,
+SLS rows), and a fixed ladder when there are none yet: throughput of the DeiT-Tiny with
+Convpass adapters truncated at d, divided by the full model's, divided by the ideal gain
+L / d. A ratio near 1 means throughput rises linearly with the removed blocks; the patch
+embedding, the final norm and the head are a cost no truncation removes, which pulls it below 1.
+The model is built at the cpu profile's resolution; weights do not matter for speed.
 
-Run: ``.venv/bin/python benchmarks/bench_03_truncation.py`` (2 threads; ``COMPSTUDY_THREADS``).
+Run: ``PYTHONPATH=lib .venv/bin/python benchmarks/bench_03_truncation.py`` (threads:
+``COMPSTUDY_THREADS``, default 2). Prints ratios; asserts nothing.
 """
 
 from __future__ import annotations
@@ -17,39 +18,45 @@ import os
 import pandas as pd
 import torch
 
-from compstudy import metrics, models, paths, petl, sls
+from compstudy import config, metrics, models, paths
+from compstudy.methods import petl, sls
 from compstudy.seeding import seed_everything
 
-MODEL = "vit"
-LADDER = (12, 9, 6, 4, 2, 1)
+LADDER = (12, 10, 8, 6, 4, 2)
+BATCHES = (1, 64)
 
 
-def kept_depths() -> list[int]:
-    path = paths.RESULTS_DIR / "cpu" / "03_sls" / "main" / "runs.csv"
-    if path.exists():
+def kept_depths() -> tuple[list[int], str]:
+    """Kept depths of the cpu runs' SLS rows (and the full depth), else the ladder."""
+    found = set()
+    for path in (paths.RESULTS_DIR / "cpu" / "03_sls").glob("*/runs.csv"):
         runs = pd.read_csv(path)
-        depths = runs.loc[runs.kind == "sls", "depth"].dropna().astype(int).unique().tolist()
-        if depths:
-            return sorted(set(depths) | set(LADDER), reverse=True)
-    return list(LADDER)
+        if "arm" in runs:
+            found |= set(runs.loc[runs.arm == "sls", "depth"].dropna().astype(int))
+    if found:
+        return sorted(found | {12}, reverse=True), "kept depths of the cpu runs"
+    return list(LADDER), "a fixed ladder (no cpu runs of notebook 03 yet)"
 
 
 def main() -> None:
     threads = int(os.environ.get("COMPSTUDY_THREADS", 2))
     seed_everything(0, threads=threads)
-    full = petl.attach(models.build_model(MODEL, num_classes=100), "convpass", num_classes=10).eval()
+    cfg = config.load_config("cpu", "03_sls", "main")
+    side = cfg.resolution
+    full = petl.attach(models.upstream_model(cfg.model, side, pretrained=False), "convpass", 10).eval()
     depth = len(full.blocks)
-    speed = {}
-    print(f"{MODEL} + convpass, {threads} threads; gain / ideal = (tput_d / tput_L) / (L / d)")
+    depths, source = kept_depths()
+    print(f"{cfg.model} at {side} px + convpass, {threads} threads, depths: {source}")
+    print("gain / ideal = (throughput at d / throughput at L) / (L / d)")
     print(f"{'depth':>5} {'batch':>5} {'img/s':>9} {'gain':>6} {'ideal':>6} {'ratio':>6}")
-    for d in kept_depths():
+    speed = {}
+    for d in depths:
         model = sls.truncate(full, d) if d < depth else full
-        for batch in (1, 64):
-            tput = metrics.measure_latency(model, batch, num_threads=threads, min_run_time=1.0)["images_per_s"]
-            speed[d, batch] = tput
-            gain = tput / speed[depth, batch]
-            ideal = depth / d
-            print(f"{d:>5} {batch:>5} {tput:>9.1f} {gain:>6.2f} {ideal:>6.2f} {gain / ideal:>6.2f}")
+        for batch in BATCHES:
+            speed[d, batch] = metrics.measure_latency(model, batch, (3, side, side), num_threads=threads,
+                                                      min_run_time=1.0)["images_per_s"]
+            gain, ideal = speed[d, batch] / speed[depth, batch], depth / d
+            print(f"{d:>5} {batch:>5} {speed[d, batch]:>9.1f} {gain:>6.2f} {ideal:>6.2f} {gain / ideal:>6.2f}")
     torch.set_num_threads(threads)
 
 

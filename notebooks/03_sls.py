@@ -13,289 +13,250 @@
 # %% [markdown]
 # # 03 · SLS: layer-wise truncation of a PETL-transferred ViT
 #
-# Han and Tang (ECCV 2024) transfer a pretrained ViT with small adapters (Convpass), then
-# ask how deep the model needs to be for each target: the CLS features of every block are
-# mapped to 2-D with t-SNE, scored by their silhouette with the class labels, and every block
-# above the shallowest one still scoring at least α·SC_last is cut. We run the same
-# pipeline on the source-pretrained ViT of the zoo and the four targets of notebook 00,
-# and compare the truncated model with DepGraph width pruning that removes as many
-# parameters.
+# Han and Tang (ECCV 2024) transfer a pretrained ViT with small adapters, then ask how deep the
+# model needs to be for each target: the CLS features of every block are mapped to 2-D with
+# t-SNE and scored by their silhouette with the class labels, and every block above the
+# shallowest one still scoring at least α·SC_last is cut. Here: the ImageNet DeiT-Tiny, real
+# and synthetic targets, Convpass and a plain adapter, and DepGraph width pruning that removes
+# as many parameters.
 
 # %% tags=["parameters"]
 profile = "cpu"  # smoke | cpu | paper (set by the runner)
 run = "main"  # name of the config file (set by the runner)
-seed = 0
-threads = 0  # torch threads (0: $COMPSTUDY_THREADS, default 2); smoke uses 1
-model = "vit"  # a ViT of the profile's zoo (smoke: vit_mini)
-target_datasets = ["near", "middle", "far", "digits"]
-petl_methods = ["convpass", "adapter"]  # the first gets the DepGraph comparison
+seed = 0  # draws the test images and generates the synthetic sets
+model = "deit_tiny"  # an upstream ViT (notebook 00)
+resolution = 96  # input side (px); notebook 00 must measure the same
+targets = ["cifar10", "fashion_mnist", "mnist", "digits", "middle", "far"]
+natural_targets = ["cifar10"]  # in-domain for ImageNet (claim 3)
+synthetic_per_class = 100  # images generated per class and split (middle, far)
+train_per_class = 50  # per PETL seed: PETL training, t-SNE, probes and head re-fits
+test_per_class = {"cifar10": 100, "fashion_mnist": 100, "mnist": -1, "digits": -1,
+                  "middle": 100, "far": 100}  # -1: the whole test split
+petl_methods = ["convpass", "adapter"]  # the first is compared with DepGraph
+petl_seeds = {"convpass": [0], "adapter": [0]}  # each: training draw, init, order, Taylor batches
 petl_scale = 1.0  # adapter scale s
-petl_scale_per_target = {}  # per-task s overrides, e.g. {"far": 10.0}
-train_per_class = 30  # target training images per class (PETL, t-SNE, retraining)
-test_per_class = 20
-tsne_per_class = 20  # training images per class in each t-SNE map
-petl_epochs = 6
-petl_lr = 0.005
-retrain_epochs = 3
-retrain_lr = 0.002
-batch_size = 30
-alpha = 0.3  # threshold: alpha times the last layer's score
-alphas = [0.3]  # the ablation run sweeps these (main: alpha only)
-perplexity = 30.0
-tsne_seed = 0
-tsne_iter = 750  # total iterations (250 exaggerated), as sklearn's default run
-tsne_jobs = 1
-map_layers = [2, 4, 6, 8, 10, 12]  # blocks whose t-SNE maps are drawn
-depgraph = True  # run the DepGraph width-pruning baseline
-taylor_batches = 2  # batches of 32 training images for the Taylor importance
-probe_check = True  # the premise check: per-layer linear probe vs silhouette
+petl_epochs = 6  # 4 left CIFAR-10's last-block silhouette negative on one training draw
+petl_warmup_epochs = 1.0
+petl_lr = 0.003  # AdamW, warm-up then cosine
+petl_weight_decay = 0.0001
+batch_size = 32
+alpha = 0.3  # the threshold is alpha times the last block's silhouette
+alphas = [0.3]  # kept depths evaluated (the alpha ablation sweeps them)
+tsne_seeds = [0]  # the first is SLS's; others for the sensitivity ablation
+perplexities = [30.0]  # the first is SLS's (sklearn's default)
+tsne_iter = 500  # openTSNE iterations, the first 250 exaggerated
+map_layers = [3, 6, 9, 12]  # blocks whose t-SNE maps are drawn
+depgraph = True  # the DepGraph width-pruning baseline
+taylor_batches = 10  # batches for the Taylor importance
+taylor_batch_size = 32
 throughput_batches = [1, 64]
-latency_seconds = 0.3  # minimum timing per throughput measurement
-source_test_per_class = 30  # only when notebook 00's distances are missing
+latency_seconds = 0.3  # minimum timing per throughput measurement (torch.utils.benchmark)
+equivalence_margin = 2.0  # accuracy points: "truncation loses little" (claim 2)
+depth_margin = 1.0  # blocks: "the kept depth does not depend on the t-SNE seed" (claim 5)
+claims = ["premise", "depth", "truncation", "natural", "depgraph"]  # claim groups this run tests
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 import seaborn as sns
 from IPython.display import display
+from myst_nb import glue
 
-from compstudy import config, data, plots, petl, sls, train, zoo
-from compstudy.results import RunStore
-from compstudy.seeding import seed_everything
-from compstudy.studies.sls import Config
+from compstudy import claims as claims_engine
+from compstudy import plots, scale
+from compstudy.studies import sls as study
 
-cfg = Config.resolve(globals())
-seed_everything(cfg.seed, threads=cfg.threads or None)
+cfg = study.Config.resolve(globals())
 plots.set_style()
 display(cfg.as_table())
-
-# %%
-full_depth = sls.validate_config(cfg)  # bad alpha, layer index or PETL method: stop here
-backbone = zoo.upstream_model(cfg.model, cfg.profile)
-targets = {}
-for name in cfg.target_datasets:
-    train_set = data.load_dataset(name, "train", cfg.train_per_class, cfg.seed)
-    test_set = data.load_dataset(name, "test", cfg.test_per_class, cfg.seed)
-    train_set = data.few_shot(train_set, cfg.train_per_class, cfg.seed)  # digits: whole split
-    test_set = data.few_shot(test_set, cfg.test_per_class, cfg.seed)
-    tsne_idx = data.few_shot_indices(train_set.labels, cfg.tsne_per_class, cfg.tsne_seed)
-    targets[name] = (train_set, test_set, tsne_idx.numpy())
-print(f"{cfg.model}: {full_depth} blocks; targets:",
-      {n: (len(tr), len(te)) for n, (tr, te, _) in targets.items()})
-
-# %% [markdown]
-# ## PETL transfer and per-layer scores
-#
-# Each target gets its adapters (backbone frozen, adapters and head trained; cached under
-# `artifacts/sls/`). Then every block's CLS features of the training images are mapped
-# with t-SNE and scored by the silhouette, and a logistic-regression probe on the same
-# features measures how linearly separable each layer is (the paper's premise, its Fig. 2).
-
-# %%
-store = RunStore(cfg.results_dir, key=["kind", "target", "method", "alpha", "layer"])
-fit_petl = train.FitSettings(cfg.petl_epochs, cfg.petl_lr, optimizer="adamw", weight_decay=1e-4)
-fit_retrain = train.FitSettings(cfg.retrain_epochs, cfg.retrain_lr, optimizer="adamw", weight_decay=1e-4)
-spec = {"model": cfg.model, "profile": cfg.profile, "train_per_class": cfg.train_per_class}
-tsne_spec = {"perplexity": cfg.perplexity, "seed": cfg.tsne_seed, "iter": cfg.tsne_iter,
-             "per_class": cfg.tsne_per_class, "probe": cfg.probe_check, "test": cfg.test_per_class}
-petl_models, score_cache = {}, {}
-for name in cfg.target_datasets:
-    train_set, test_set, tsne_idx = targets[name]
-    for method in cfg.petl_methods:
-        scale = cfg.petl_scale_per_target.get(name, cfg.petl_scale)
-        model, key, _ = sls.petl_model(backbone, method, name, train_set, fit_petl, spec, scale,
-                                       cfg.batch_size, cfg.seed)
-        petl_models[name, method] = model
-        score_key = config.digest({"petl": key, **tsne_spec})
-        cached = sls.cached_scores(score_key)
-        if cached is None:
-            feats = sls.block_cls_features(model, train_set)
-            scores, maps = sls.layer_scores(feats[:, tsne_idx], train_set.labels.numpy()[tsne_idx],
-                                            cfg.perplexity, cfg.tsne_seed, cfg.tsne_jobs, cfg.tsne_iter)
-            probe = np.full(len(scores), np.nan)
-            if cfg.probe_check:
-                probe = sls.layer_probe_accuracies(feats, train_set.labels.numpy(),
-                                                   sls.block_cls_features(model, test_set),
-                                                   test_set.labels.numpy(), cfg.seed)
-            sls.save_scores(score_key, scores=scores, maps=maps, probe=probe)
-            cached = {"scores": scores, "maps": maps, "probe": probe}
-        score_cache[name, method] = cached
-        unit = {"kind": "layer", "target": name, "method": method, "alpha": 0.0, "layer": 0}
-        if unit in store.pending([unit]):
-            store.add_many([unit | {"layer": layer, "silhouette": s, "probe_accuracy": p}
-                            for layer, (s, p) in enumerate(zip(cached["scores"], cached["probe"]), 1)])
+results = study.run(cfg)
+depths = study.chosen_depths(cfg, results.depths)
+scale.record_scale(
+    cfg, models=[cfg.model], resolution=cfg.resolution, targets=cfg.targets,
+    budgets={"training images per class": cfg.train_per_class, "PETL epochs": cfg.petl_epochs,
+             "t-SNE iterations": cfg.tsne_iter, "Taylor batches": cfg.taylor_batches,
+             "alphas": sorted({cfg.alpha, *cfg.alphas})},
+    seeds={"PETL": cfg.petl_seeds, "t-SNE": cfg.tsne_seeds}, test_images_per_target=results.test_images)
+first = cfg.petl_methods[0]
+for name in ("alpha", "train_per_class", "petl_epochs", "tsne_iter", "taylor_batches", "resolution",
+             "equivalence_margin", "depth_margin"):
+    glue(name, getattr(cfg, name), display=False)
+glue("petl_seeds_first", len(cfg.petl_seeds[first]), display=False)
 
 # %% [markdown]
-# ## Silhouette versus depth and the kept depth
+# ## Silhouette versus depth
 #
-# The curve of every target and adapter, with the kept depth d (α = `alpha`) marked: d is
-# the shallowest block such that every block from d to the top scores at least α·SC_last.
+# The silhouette of each block's t-SNE map (training images), mean over the PETL seeds, with
+# the kept depth at α (dotted). The table gives each target's kept depth and last block's
+# silhouette, and the last block's silhouette on the frozen backbone (before PETL).
 
 # %%
-selections = {(n, m, a): sls.select_depth(c["scores"], a)
-              for (n, m), c in score_cache.items() for a in sorted({cfg.alpha, *cfg.alphas})}
-layers = store.frame.query("kind == 'layer'")
-kept = pd.DataFrame([{"target": n, "method": m, "alpha": a, "kept_depth": s.depth,
-                      "threshold": s.threshold, "rule": s.rule}
-                     for (n, m, a), s in selections.items()])
-display(kept.query("alpha == @cfg.alpha").set_index(["target", "method"]).round(3))
-
-grid = sns.relplot(data=layers, x="layer", y="silhouette", hue="target", col="method",
-                   kind="line", marker="o", height=3.2, aspect=1.2, hue_order=cfg.target_datasets)
+curves = results.layers.query("tsne_seed == @cfg.tsne_seeds[0] and perplexity == @cfg.perplexities[0]")
+grid = sns.relplot(data=curves, x="layer", y="silhouette", hue="target", col="method", kind="line",
+                   marker="o", errorbar=None, height=3.2, aspect=1.25, hue_order=cfg.targets)
+palette = dict(zip(cfg.targets, sns.color_palette(n_colors=len(cfg.targets))))
 for method, ax in grid.axes_dict.items():
-    for i, name in enumerate(cfg.target_datasets):
-        s = selections[name, method, cfg.alpha]
-        ax.axvline(s.depth, color=sns.color_palette()[i], ls=":", lw=1.5)
+    for target in cfg.targets:
+        kept = [d for (t, m, _), d in depths.items() if t == target and m == method]
+        ax.axvline(np.mean(kept), color=palette[target], ls=":", lw=1.5)
+    ax.axhline(0, color="grey", lw=0.8)
 grid.set_titles("{col_name}: silhouette of the t-SNE map (dotted: kept depth)")
+grid.set_axis_labels("block", "silhouette")
 plots.save_figure(grid.figure, cfg.figures_dir / "silhouette_vs_depth.png")
+glue("silhouette_figure", grid.figure, display=False)
 plt.show()
+
+last = results.depths.query("alpha == @cfg.alpha and tsne_seed == @cfg.tsne_seeds[0] "
+                            "and perplexity == @cfg.perplexities[0]")
+kept_table = last.pivot_table(index="target", columns="method", values=["last_silhouette", "depth"]).loc[cfg.targets]
+frozen_last = results.models.query("arm == 'probe'").groupby("target").frozen_last_silhouette.mean()
+kept_table[("last_silhouette", "frozen backbone")] = frozen_last.reindex(cfg.targets)
+display(kept_table.round(3))
+glue("kept_table", kept_table.round(3), display=False)
+full_depth = study.model_depth(cfg.model)
+glue("min_last_silhouette", float(last.last_silhouette.min()), display=False)
+glue("targets_truncated", int((last.query("method == @first").groupby("target").depth.max() < full_depth).sum()),
+     display=False)
+glue("targets_count", len(cfg.targets), display=False)
 
 # %% [markdown]
 # ## t-SNE maps of a few blocks
 #
-# Coloured by class; the title gives the silhouette and whether SLS keeps the block.
+# First method, first PETL seed; coloured by class. Titles: the block's silhouette, and whether
+# SLS keeps it.
 
 # %%
-first = cfg.petl_methods[0]
-fig = sls.plot_tsne_maps(
-    {n: score_cache[n, first]["maps"] for n in cfg.target_datasets},
-    {n: targets[n][0].labels.numpy()[targets[n][2]] for n in cfg.target_datasets},
-    {n: score_cache[n, first]["scores"] for n in cfg.target_datasets},
-    cfg.map_layers, {n: selections[n, first, cfg.alpha].depth for n in cfg.target_datasets})
+fig, axes = plt.subplots(len(cfg.targets), len(cfg.map_layers), squeeze=False,
+                         figsize=(2.1 * len(cfg.map_layers), 2.1 * len(cfg.targets)))
+for r, target in enumerate(cfg.targets):
+    seed0 = cfg.petl_seeds[first][0]
+    scores = curves.query("target == @target and method == @first and petl_seed == @seed0").set_index("layer")
+    for c, layer in enumerate(cfg.map_layers):
+        points = results.maps[target][layer - 1]
+        ax = axes[r, c]
+        ax.scatter(points[:, 0], points[:, 1], c=results.map_labels[target], cmap="tab10", s=4,
+                   vmin=0, vmax=9, linewidths=0)
+        kept = "kept" if layer <= depths[target, first, seed0] else "cut"
+        ax.set_title(f"{target} · block {layer} ({kept})\nSC = {scores.silhouette[layer]:.2f}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+fig.tight_layout()
 plots.save_figure(fig, cfg.figures_dir / "tsne_maps.png")
+glue("tsne_figure", fig, display=False)
 plt.show()
 
 # %% [markdown]
-# ## Premise check: does the silhouette follow linear separability?
+# ## Premise: does the silhouette follow linear separability?
 #
-# The paper motivates the score by its agreement with per-layer linear-probe accuracy
-# (its Fig. 2). Spearman's ρ between the two across the blocks of each target:
+# Per block: the silhouette against a linear probe's test accuracy on the same block's CLS
+# features, with Spearman's ρ over the blocks (first method, mean over PETL seeds).
 
 # %%
-if cfg.probe_check:
-    rho = pd.DataFrame([{"target": n, "method": m,
-                         "spearman_rho": sls.spearman(c["scores"], c["probe"])}
-                        for (n, m), c in score_cache.items()])
-    display(rho.pivot(index="target", columns="method", values="spearman_rho").round(3))
-    grid = sns.relplot(data=layers, x="silhouette", y="probe_accuracy", hue="layer",
-                       col="target", row="method", palette="viridis", height=2.6,
-                       col_order=cfg.target_datasets)
-    for (method, name), ax in grid.axes_dict.items():
-        r = rho.query("target == @name and method == @method").spearman_rho.item()
-        ax.set_title(f"{method} · {name}: ρ = {r:.2f}")
-    plots.save_figure(grid.figure, cfg.figures_dir / "premise_probe_vs_silhouette.png")
-    plt.show()
-
-# %% [markdown]
-# ## Truncate, retrain and measure
-#
-# For every kept depth: the truncated model (blocks 1..d then the final norm) with its
-# adapters and head retrained. The full-depth PETL model and, for the first adapter, the
-# DepGraph Taylor width-pruned model with as many parameters removed (adapters and head
-# retrained the same way) are measured alike: accuracy, parameters, per-task storage,
-# throughput at batch 1 and 64 (2 threads).
-
-# %%
-measured = {}
-sls_units = [{"kind": "sls", "target": n, "method": m, "alpha": float(a), "layer": 0}
-             for n in cfg.target_datasets for m in cfg.petl_methods for a in cfg.alphas]
-base_units = [{"kind": "petl", "target": n, "method": m, "alpha": 0.0, "layer": 0}
-              for n in cfg.target_datasets for m in cfg.petl_methods]
-for unit in store.pending(base_units):
-    model = petl_models[unit["target"], unit["method"]]
-    store.add(unit | sls.measure(model, targets[unit["target"]][1], "petl", cfg.throughput_batches,
-                                 cfg.latency_seconds))
-for unit in store.pending(sls_units):
-    name, method = unit["target"], unit["method"]
-    depth = selections[name, method, unit["alpha"]].depth
-    if (name, method, depth) not in measured:
-        train_set, test_set, _ = targets[name]
-        model = sls.truncate(petl_models[name, method], depth)
-        before = train.evaluate(model, data.make_loader(test_set, 256, shuffle=False))["accuracy"]
-        petl.fit_petl(model, train_set, fit_retrain, cfg.batch_size, cfg.seed)
-        measured[name, method, depth] = {"accuracy_before_retrain": before} | sls.measure(
-            model, test_set, "sls", cfg.throughput_batches, cfg.latency_seconds)
-    store.add(unit | measured[name, method, depth])
-
-# %%
-dg_units = [{"kind": "depgraph", "target": n, "method": first, "alpha": float(cfg.alpha), "layer": 0}
-            for n in cfg.target_datasets] if cfg.depgraph else []
-for unit in store.pending(dg_units):
-    name = unit["target"]
-    train_set, test_set, _ = targets[name]
-    full = petl_models[name, first]
-    depth = selections[name, first, cfg.alpha].depth
-    target_removed = sum(p.numel() for p in full.parameters()) - sum(
-        p.numel() for p in sls.truncate(full, depth).parameters())
-    seed_everything(cfg.seed)
-    pruned, info = sls.depgraph_prune(full, train_set, target_removed, cfg.taylor_batches, 32, cfg.seed)
-    before = train.evaluate(pruned, data.make_loader(test_set, 256, shuffle=False))["accuracy"]
-    petl.fit_petl(pruned, train_set, fit_retrain, cfg.batch_size, cfg.seed)
-    store.add(unit | {"accuracy_before_retrain": before, "sls_removed": target_removed,
-                      "heads_consistent": sls.attention_consistent(pruned),
-                      **{f"depgraph_{k}": v for k, v in info.items()}}
-              | sls.measure(pruned, test_set, "depgraph", cfg.throughput_batches, cfg.latency_seconds))
-
-# %%
-runs = store.frame
-cols = ["accuracy", "accuracy_before_retrain", "depth", "parameters", "macs", "storage_kib"] + \
-       [f"images_per_s_b{b}" for b in cfg.throughput_batches]
-main_rows = runs[runs.kind.isin(["petl", "sls", "depgraph"])
-                 & ((runs.kind != "sls") | (runs.alpha == cfg.alpha))]
-summary = main_rows.set_index(["target", "method", "kind"])[[c for c in cols if c in runs]]
-display(summary.loc[cfg.target_datasets].round(3))
-
-# %%
-if len(main_rows):
-    plot_rows = main_rows.assign(model=main_rows.kind + " · " + main_rows.method)
-    value_cols = ["accuracy"] + [f"images_per_s_b{b}" for b in cfg.throughput_batches] + ["storage_kib"]
-    long = plot_rows.melt(id_vars=["target", "model"], value_vars=value_cols, var_name="metric")
-    grid = sns.catplot(data=long, x="target", y="value", hue="model", col="metric", kind="bar",
-                       sharey=False, height=3.0, aspect=1.1, order=cfg.target_datasets)
-    grid.set_titles("{col_name}")
-    plots.save_figure(grid.figure, cfg.figures_dir / "accuracy_speed_storage.png")
-    plt.show()
-
-# %% [markdown]
-# ## Kept depth versus domain distance
-#
-# The paper finds most redundancy when the target is far from the pre-training data. The
-# distance is the Fréchet distance measured by notebook 00 (or here, when it has not run).
-
-# %%
-source_test = None
-if sls.read_distances(cfg.profile) is None:
-    source_test = data.load_dataset("source", "test", cfg.source_test_per_class, cfg.seed)
-distances, distance_source = sls.domain_distances(
-    cfg.profile, backbone, source_test, {n: targets[n][1] for n in cfg.target_datasets})
-depth_vs_distance = kept.query("alpha == @cfg.alpha").assign(
-    distance=lambda f: f.target.map(distances))
-display(depth_vs_distance.set_index(["target", "method"])[["distance", "kept_depth"]].round(2))
-fig, ax = plt.subplots(figsize=(5, 3.4))
-sns.scatterplot(data=depth_vs_distance, x="distance", y="kept_depth", hue="target",
-                style="method", s=80, ax=ax, hue_order=cfg.target_datasets)
-ax.set(xlabel=f"Fréchet distance to source ({distance_source})", ylabel="kept depth d",
-       ylim=(0, full_depth + 0.5), title=f"α = {cfg.alpha}")
-plots.save_figure(fig, cfg.figures_dir / "kept_depth_vs_distance.png")
+premise = curves.query("method == @first").groupby(["target", "layer"])[["silhouette", "probe_accuracy"]].mean().reset_index()
+grid = sns.relplot(data=premise, x="silhouette", y="probe_accuracy", hue="layer", col="target",
+                   col_wrap=min(3, len(cfg.targets)), palette="viridis", height=2.6, col_order=cfg.targets,
+                   facet_kws={"sharex": False, "sharey": False})
+claim_rows = results.claims.set_index("claim")
+for target, ax in grid.axes_dict.items():
+    if f"P.{target}" in claim_rows.index:
+        ax.set_title(f"{target}: ρ = {claim_rows.effect[f'P.{target}']:.2f}")
+grid.set_axis_labels("silhouette (t-SNE map)", "linear-probe accuracy")
+plots.save_figure(grid.figure, cfg.figures_dir / "premise.png")
+glue("premise_figure", grid.figure, display=False)
 plt.show()
 
 # %% [markdown]
-# ## Sensitivity to α
+# ## Accuracy: full PETL, SLS and DepGraph
 #
-# Kept depth and retrained accuracy for each α of this run (one α in the main run).
+# Test accuracy at α, mean over the PETL seeds; both pruned models have their head re-fitted on
+# their own features of the training images. Differences are paired over the test images, with
+# a 95 % bootstrap interval over those images (it covers the test sample, not the training
+# seed).
 
 # %%
-sls_rows = runs[runs.kind == "sls"]
+summary = study.summary_table(cfg, results.models, results.depths)
+display(summary.round(3))
+glue("summary_table", summary.round(3), display=False)
+comparisons = results.comparisons
+fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(comparisons) + 1))
+labels = [f"{r.comparison} · {r.target} · {r.method}" for r in comparisons.itertuples()]
+y = np.arange(len(comparisons))
+ax.errorbar(comparisons.effect_pp, y, xerr=[comparisons.effect_pp - comparisons.ci_low_pp,
+                                            comparisons.ci_high_pp - comparisons.effect_pp],
+            fmt="o", capsize=3)
+ax.axvline(0, color="grey", lw=0.8)
+ax.set_yticks(y, labels, fontsize=8)
+ax.invert_yaxis()
+ax.set_xlabel("accuracy difference (points, 95 % CI over test images)")
+plots.save_figure(fig, cfg.figures_dir / "accuracy_differences.png")
+glue("differences_figure", fig, display=False)
+plt.show()
+display(comparisons.round(2))
+glue("comparisons_table", comparisons.set_index(["comparison", "target", "method"]).round(2), display=False)
+
+# %% [markdown]
+# ## Kept depth against the target's distance from ImageNet
+#
+# Distance: one minus the spread of the ImageNet classifier's top-1 labels over the target's
+# test images, as notebook 00 measured it for this model and resolution. Each point is
+# annotated with SLS's accuracy change against the full model (points).
+
+# %%
+drop = comparisons.query("comparison == 'sls_vs_full' and method == @first").set_index("target").effect_pp
+kept_first = last.query("method == @first").groupby("target").depth.mean()
+fig, ax = plt.subplots(figsize=(5.5, 3.6))
+for target in cfg.targets:
+    x, d = results.distances[target], kept_first[target]
+    ax.scatter(x, d, color=palette[target], s=60, label=target)
+    if target in drop:
+        ax.annotate(f"{drop[target]:+.1f}", (x, d), textcoords="offset points", xytext=(6, 4), fontsize=8)
+ax.set(xlabel="distance from ImageNet (1 − label spread, notebook 00)", ylabel=f"kept depth at α = {cfg.alpha}",
+       ylim=(0, full_depth + 0.5), title=f"{first}: kept depth (labels: SLS − full, points)")
+ax.legend(fontsize=7, loc="lower left")
+plots.save_figure(fig, cfg.figures_dir / "depth_vs_distance.png")
+glue("distance_figure", fig, display=False)
+plt.show()
+
+# %% [markdown]
+# ## Speed and storage
+#
+# Throughput on the run's CPU threads (`torch.utils.benchmark`, median over blocks of runs) at
+# each batch size, and what each task stores: the adapters of the kept blocks and the head
+# (plus one integer) for SLS, the whole pruned backbone for DepGraph.
+
+# %%
+speed_cols = [f"images_per_s_b{b}" for b in cfg.throughput_batches]
+speed = summary[["depth", "parameters", "macs", "storage_kib", *speed_cols]]
+display(speed.round(1))
+glue("speed_table", speed.round(1), display=False)
+
+# %% [markdown]
+# ## Sensitivity to α and to t-SNE
+#
+# Shown when the run sweeps α, t-SNE seeds or perplexities (the ablation runs).
+
+# %%
+sweep = results.depths.assign(setting=lambda f: "seed " + f.tsne_seed.astype(str) + ", perplexity "
+                              + f.perplexity.astype(str))
 if len(cfg.alphas) > 1:
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    sns.lineplot(data=sls_rows, x="alpha", y="depth", hue="target", style="method", marker="o",
-                 ax=axes[0], hue_order=cfg.target_datasets)
-    sns.lineplot(data=sls_rows, x="alpha", y="accuracy", hue="target", style="method", marker="o",
-                 ax=axes[1], hue_order=cfg.target_datasets, legend=False)
-    axes[0].set(ylabel="kept depth d", title="kept depth")
-    axes[1].set(ylabel="test accuracy", title="SLS accuracy after retraining")
-    plots.save_figure(fig, cfg.figures_dir / "alpha_ablation.png")
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    first_setting = sweep.query("tsne_seed == @cfg.tsne_seeds[0] and perplexity == @cfg.perplexities[0]")
+    sns.lineplot(data=first_setting, x="alpha", y="depth", hue="target", style="method", marker="o",
+                 errorbar=None, hue_order=cfg.targets, ax=ax)
+    ax.set(ylabel="kept depth", title="kept depth against α")
+    plots.save_figure(fig, cfg.figures_dir / "alpha.png")
     plt.show()
-display(sls_rows.pivot_table(index=["target", "method"], columns="alpha",
-                             values=["depth", "accuracy"]).round(3))
+if len(study.tsne_settings(cfg)) > 1:
+    display(sweep.query("alpha == @cfg.alpha").pivot_table(index=["target", "method", "petl_seed"],
+                                                           columns="setting", values="depth"))
+
+# %% [markdown]
+# ## Claims
+#
+# Each claim through the claims engine: effect, 95 % CI, verdict. Units are targets (each
+# counted once through its mean over PETL seeds) unless the claim says otherwise.
+
+# %%
+table = claims_engine.claims_table(results.claims)
+display(table)
+_ = claims_engine.glue_claims(results.claims)

@@ -29,7 +29,6 @@ from conftest import REPO, build_book, run_all
 PAGES = [REPO / "book" / "intro.md", *sorted((REPO / "book" / "chapters").glob("*.md"))]
 BEING_REWRITTEN = {  # the lead removes a mark when the chapter's page glues its numbers
     "02_pruning_value": "chapter 02 (pruning value) is being rewritten on real CIFAR-10, issue 14",
-    "03_sls": "chapter 03 (SLS) is being rewritten on DeiT-Tiny, issue 15",
 }
 
 # ----------------------------------------------------------------------------- lint rule

@@ -1,17 +1,32 @@
-"""PETL adapters: zero-initialised, only adapters + head train, conv sees the patch grid."""
+"""PETL adapters: zero-initialised, only adapters + head train, the conv sees the patch grid."""
 
 import pytest
+import timm
 import torch
 
-from compstudy import models, petl, train
+from compstudy import data, train
 from compstudy.errors import ConfigError
-from compstudy.seeding import seed_everything
+from compstudy.methods import petl
+
+
+def tiny_vit(num_classes: int = 100):
+    """A 6-block ViT of width 64 on 32-px inputs (4 x 4 patches + CLS), random weights."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=6,
+                              num_heads=2, num_classes=num_classes)
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 32, 32)}
+    return model.eval()
+
+
+def toy_images(n: int = 20, classes: int = 10) -> data.ImageSet:
+    g = torch.Generator().manual_seed(0)
+    return data.ImageSet("toy", torch.randint(0, 255, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                         torch.arange(n) % classes, tuple(str(i) for i in range(classes)))
 
 
 @pytest.fixture(scope="module")
 def backbone():
-    seed_everything(0)
-    return models.build_model("vit_mini", num_classes=100).eval()
+    return tiny_vit()
 
 
 @pytest.mark.parametrize("method", petl.METHODS)
@@ -34,20 +49,24 @@ def test_only_adapters_and_head_are_trainable(backbone, method):
     if method == "convpass":
         per_adapter += hidden * hidden * 9 + hidden
     assert petl.count_petl_parameters(model) == depth * 2 * per_adapter + dim * 10 + 10
-    # the backbone passed in is not touched
-    assert all(p.requires_grad for p in backbone.parameters())
+    assert all(p.requires_grad for p in backbone.parameters())  # the backbone passed in is untouched
 
 
 def test_training_moves_adapters_not_backbone(backbone):
-    from compstudy import data
-
     model = petl.attach(backbone, "convpass", num_classes=10)
     frozen = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
-    ds = data.ImageSet("toy", torch.randint(0, 255, (20, 3, 32, 32), dtype=torch.uint8),
-                       torch.arange(20) % 10, tuple(str(i) for i in range(10)))
-    petl.fit_petl(model, ds, train.FitSettings(1, 1e-2, "adamw"), batch_size=10)
+    petl.fit_petl(model, toy_images(), train.FitSettings(1, 1e-2, "adamw"), batch_size=10, seed=0,
+                  progress=False)
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
     assert any(m.up.weight.abs().sum() > 0 for m in petl.adapter_modules(model))
+
+
+def test_training_is_seeded(backbone):
+    settings = train.FitSettings(1, 1e-2, "adamw", warmup_epochs=0.5)
+    runs = [petl.task_state(petl.train_petl(backbone, "convpass", toy_images(), settings, 1.0, 10, seed,
+                                            progress=False)) for seed in (3, 3, 4)]
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert any(not torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
 
 
 def test_convpass_conv_mixes_neighbouring_patches_but_not_cls():
@@ -71,14 +90,15 @@ def test_unknown_method_is_a_one_line_config_error(backbone):
         petl.attach(backbone, "lora", num_classes=10)
 
 
-def test_checkpoint_round_trip(backbone, tmp_path, monkeypatch):
-    monkeypatch.setattr(petl.paths, "ARTIFACTS_DIR", tmp_path)
+def test_task_state_round_trip(backbone):
     model = petl.attach(backbone, "adapter", num_classes=10)
     with torch.no_grad():
         for p in petl.petl_parameters(model):
             p.normal_()
-    petl.save_petl(model, "k")
-    loaded = petl.load_petl(backbone, "k", num_classes=10)
+    state = petl.task_state(model)
+    assert sum(t.numel() for t in state.values()) == petl.count_petl_parameters(model)
+    loaded = petl.load_task_state(petl.attach(backbone, "adapter", num_classes=10), state)
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(loaded(x), model.eval()(x))
-    assert petl.load_petl(backbone, "missing", num_classes=10) is None
+    with pytest.raises(ValueError, match="does not fit"):
+        petl.load_task_state(petl.attach(backbone, "convpass", num_classes=10), state)

@@ -1,54 +1,782 @@
-"""Notebook 03, layer selection by separability (SLS): its typed config."""
+"""Notebook 03, SLS on an ImageNet DeiT-Tiny: units, caching, tables and claims.
+
+For every target, PETL method and PETL seed the study trains adapters and head on the frozen
+ImageNet ViT (cached), extracts the CLS token of every block on the training and test images
+in one pass (cached), scores every block by the silhouette of its t-SNE map (one row per block
+in ``layers/runs.csv``), picks the kept depth d for each alpha, and measures the full model,
+SLS's truncation at d and DepGraph width pruning that removes as many parameters (one row per
+model in ``runs.csv``). Both pruned models get the same retraining: a logistic-regression
+re-fit of the head on their own features of the training images. The tables, per-target
+intervals and the claims of the paper (Han & Tang, ECCV 2024) are computed from those rows.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 
-from .. import petl, sls
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import cache, claims, config, data, features, metrics, models, paths
 from ..config import NotebookConfig
 from ..errors import ConfigError
+from ..methods import depgraph, petl, sls
+from ..results import RunStore
+from ..seeding import seed_everything
+from ..train import FitSettings, progress_bar
+from . import upstream
+
+CLAIM_GROUPS = ("premise", "depth", "truncation", "natural", "depgraph", "alpha", "tsne")
+"""Claims a run tests: the premise (silhouette follows probe accuracy), claim 1 (depth),
+2 (truncation loses little, runs faster), 3 (natural targets keep more blocks), 4 (against
+DepGraph), 5 (sensitivity to alpha; to the t-SNE seed, the perplexity and the 2-D map)."""
+LAYER_KEY = ("target", "method", "petl_seed", "tsne_seed", "perplexity", "layer")
+MODEL_KEY = ("target", "method", "petl_seed", "arm", "depth")
+ARMS = ("probe", "full", "sls", "depgraph")
+"""``probe``: a linear probe on the frozen backbone (method ``frozen``); ``full``: the trained
+PETL model; ``sls``: truncated at ``depth``; ``depgraph``: width-pruned to as many removed
+parameters as SLS at ``depth``."""
+FROZEN = "frozen"
 
 
 @dataclass(frozen=True)
 class Config(NotebookConfig):
     NOTEBOOK = "03_sls"
-    UPSTREAM = ("00_upstream/main",)  # the upstream ViT and notebook 00's distances (its runs.csv)
+    UPSTREAM = ("00_upstream/main",)  # the targets' distances from ImageNet (its runs.csv)
 
     seed: int
-    threads: int
     model: str
-    target_datasets: list[str]
-    petl_methods: list[str]
-    petl_scale: float
-    petl_scale_per_target: dict[str, float]
+    resolution: int
+    targets: list[str]
+    natural_targets: list[str]
+    synthetic_per_class: int
     train_per_class: int
-    test_per_class: int
-    tsne_per_class: int
+    test_per_class: dict[str, int]
+    petl_methods: list[str]
+    petl_seeds: dict[str, list[int]]
+    petl_scale: float
     petl_epochs: int
+    petl_warmup_epochs: float
     petl_lr: float
-    retrain_epochs: int
-    retrain_lr: float
+    petl_weight_decay: float
     batch_size: int
     alpha: float
     alphas: list[float]
-    perplexity: float
-    tsne_seed: int
+    tsne_seeds: list[int]
+    perplexities: list[float]
     tsne_iter: int
-    tsne_jobs: int
     map_layers: list[int]
     depgraph: bool
     taylor_batches: int
-    probe_check: bool
+    taylor_batch_size: int
     throughput_batches: list[int]
     latency_seconds: float
-    source_test_per_class: int
+    equivalence_margin: float
+    depth_margin: float
+    claims: list[str]
 
     def validate(self) -> None:
-        """The checks that need no model; sls.validate_config adds the depth checks."""
-        for method in self.petl_methods:
-            petl.check_method(method)
-        for alpha in [self.alpha, *self.alphas]:
-            sls.check_alpha(alpha)
-        if self.tsne_per_class < 2 or self.train_per_class < self.tsne_per_class:
-            raise ConfigError(f"need 2 <= tsne_per_class <= train_per_class, got "
-                              f"{self.tsne_per_class} and {self.train_per_class}")
+        self.check_choices("targets", data.dataset_names())
+        self.check_choices("natural_targets", self.targets)
+        self.check_choices("petl_methods", petl.METHODS)
+        self.check_choices("claims", CLAIM_GROUPS)
+        if not self.targets or not self.petl_methods:
+            raise ConfigError("targets and petl_methods must each name at least one entry")
+        if self.resolution % 16:
+            raise ConfigError(f"resolution must be a multiple of the ViT's 16-px patch, got {self.resolution}")
+        for key in ("synthetic_per_class", "batch_size", "taylor_batches", "taylor_batch_size",
+                    "petl_epochs", "throughput_batches"):
+            self.check_range(key, low=1)
+        self.check_range("train_per_class", low=2, high=self.synthetic_per_class
+                         if set(self.targets) & set(data.SYNTHETIC) else None)
+        self.check_range("petl_scale", low=0, low_open=True)
+        self.check_range("petl_lr", low=0, low_open=True)
+        self.check_range("petl_weight_decay", low=0)
+        self.check_range("petl_warmup_epochs", low=0, high=self.petl_epochs)
+        self.check_range("perplexities", low=1)
+        self.check_range("tsne_iter", low=251)
+        self.check_range("latency_seconds", low=0, low_open=True)
+        self.check_range("equivalence_margin", low=0, high=100, low_open=True)
+        self.check_range("depth_margin", low=0, low_open=True)
+        for a in [self.alpha, *self.alphas]:
+            sls.check_alpha(a)
+        if set(self.test_per_class) != set(self.targets):
+            raise ConfigError(f"test_per_class must give one entry per target: {', '.join(self.targets)}")
+        for name, n in self.test_per_class.items():
+            if n != -1 and (n < 1 or (name in data.SYNTHETIC and n > self.synthetic_per_class)):
+                raise ConfigError(f"test_per_class[{name!r}] must be -1 (the whole split) or 1.."
+                                  f"{self.synthetic_per_class if name in data.SYNTHETIC else 'its class size'}, got {n}")
+        if set(self.petl_seeds) != set(self.petl_methods) or not all(self.petl_seeds.values()):
+            raise ConfigError("petl_seeds must give a non-empty list of seeds for each of petl_methods")
+        if not self.tsne_seeds or not self.perplexities:
+            raise ConfigError("tsne_seeds and perplexities need at least one entry each")
+        depth = model_depth(self.model)
+        for layer in self.map_layers:
+            sls.check_layer(layer, depth, "map layer")
+        needs = {"depgraph": (self.depgraph, "depgraph: true"),
+                 "alpha": (len(self.alphas) > 1, "at least two alphas"),
+                 "tsne": (len(tsne_settings(self)) > 1, "a second t-SNE seed or perplexity")}
+        for group, (ok, what) in needs.items():
+            if group in self.claims and not ok:
+                raise ConfigError(f"the {group!r} claims need {what}")
+        up = config.load_config(self.profile, "00_upstream", "main")
+        if self.model not in up.upstream_models or self.resolution not in up.resolutions.get(self.model, []):
+            raise ConfigError(f"notebook 00 ({self.profile}) measures no distances for {self.model} at "
+                              f"{self.resolution} px; add it to configs/{self.profile}/00_upstream/main.yaml")
+        missing = [t for t in self.targets if t not in up.targets]
+        if missing:
+            raise ConfigError(f"notebook 00 ({self.profile}) measures no distance for targets {missing}")
+
+
+@functools.cache
+def model_depth(name: str) -> int:
+    """Blocks of an upstream ViT, built on the meta device (no weights, no memory)."""
+    import timm
+
+    arch = models.upstream.ARCHITECTURES.get(name) or models.upstream.PAPER_CHECKPOINTS.get(name, "")
+    if not arch:
+        raise ConfigError(f"SLS needs a ViT upstream model; {name!r} is not one")
+    with torch.device("meta"):
+        model = timm.create_model(arch.split(".")[0], pretrained=False)
+    if not hasattr(model, "blocks"):
+        raise ConfigError(f"SLS needs a ViT; model {name!r} has no transformer blocks")
+    return len(model.blocks)
+
+
+def tsne_settings(cfg: Config) -> list[tuple[int, float]]:
+    """(t-SNE seed, perplexity) pairs scored: the first of each (what SLS uses), then one
+    factor at a time, every other seed at the first perplexity and every other perplexity
+    at the first seed."""
+    first_seed, first_perplexity = cfg.tsne_seeds[0], float(cfg.perplexities[0])
+    pairs = [(first_seed, first_perplexity)]
+    pairs += [(s, first_perplexity) for s in cfg.tsne_seeds[1:]]
+    pairs += [(first_seed, float(p)) for p in cfg.perplexities[1:]]
+    return list(dict.fromkeys(pairs))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target: the pool its training images are drawn from and its fixed test set."""
+
+    name: str
+    pool: data.ImageSet
+    test: data.ImageSet
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.test.classes)
+
+    def train(self, per_class: int, seed: int) -> data.ImageSet:
+        """The ``per_class`` training images of PETL seed ``seed`` (PETL, t-SNE, probes, re-fits)."""
+        return data.few_shot(self.pool, per_class, seed)
+
+
+def load_targets(cfg: Config) -> dict[str, Target]:
+    """Every target's training pool and test set (the test draw is fixed by ``cfg.seed``).
+
+    Fails with a ConfigError before any training when a class holds too few images.
+    """
+    targets = {}
+    for name in cfg.targets:
+        pool = data.load_dataset(name, "train", cfg.synthetic_per_class, cfg.seed)
+        test = data.load_dataset(name, "test", cfg.synthetic_per_class, cfg.seed)
+        test = data.few_shot(test, cfg.test_per_class[name], cfg.seed)
+        targets[name] = Target(name, pool, test)
+        targets[name].train(cfg.train_per_class, 0)  # enough images per class?
+    return targets
+
+
+def _data_inputs(cfg: Config, target: str) -> dict:
+    synthetic = target in data.SYNTHETIC
+    return {"target": target, "data_seed": cfg.seed,
+            "synthetic_per_class": cfg.synthetic_per_class if synthetic else None}
+
+
+# ----------------------------------------------------------------------------- cached steps
+
+
+def petl_settings(cfg: Config) -> FitSettings:
+    return FitSettings(cfg.petl_epochs, cfg.petl_lr, optimizer="adamw",
+                       weight_decay=cfg.petl_weight_decay, warmup_epochs=cfg.petl_warmup_epochs)
+
+
+def petl_inputs(cfg: Config, target: str, method: str, seed: int) -> dict:
+    """Everything the trained PETL model of one target, method and seed depends on."""
+    return {"model": cfg.model, "resolution": cfg.resolution, **_data_inputs(cfg, target),
+            "train_per_class": cfg.train_per_class, "method": method, "petl_seed": seed,
+            "scale": cfg.petl_scale, "fit": asdict(petl_settings(cfg)), "batch_size": cfg.batch_size}
+
+
+def feature_inputs(cfg: Config, target: str, method: str, seed: int) -> dict:
+    return {"petl": petl_inputs(cfg, target, method, seed), "test_per_class": cfg.test_per_class[target]}
+
+
+def _as_tensors(feats: sls.BlockFeatures) -> dict:
+    return {"cls": torch.from_numpy(feats.cls), "logits": torch.from_numpy(feats.logits),
+            "labels": torch.from_numpy(feats.labels)}
+
+
+def _from_tensors(payload: Mapping) -> sls.BlockFeatures:
+    return sls.BlockFeatures(payload["cls"].numpy(), payload["logits"].numpy(), payload["labels"].numpy())
+
+
+@dataclass
+class Unit:
+    """One model on one target: the model, its images and its per-block features."""
+
+    target: str
+    method: str
+    seed: int
+    model: torch.nn.Module
+    train_set: data.ImageSet
+    test_set: data.ImageSet
+    train: sls.BlockFeatures
+    test: sls.BlockFeatures
+    inputs: dict
+
+    @property
+    def depth(self) -> int:
+        return len(self.model.blocks)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.test_set.classes)
+
+
+def petl_unit(cfg: Config, backbone: torch.nn.Module, target: Target, method: str, seed: int,
+              progress: bool = True) -> Unit:
+    """The PETL model of (target, method, seed) and its per-block features, from the cache or
+    computed now (training: ``cfg.petl_epochs`` epochs of adapters and head)."""
+    train_set = target.train(cfg.train_per_class, seed)
+    inputs = petl_inputs(cfg, target.name, method, seed)
+    state = cache.cached(
+        "sls_petl", inputs, [petl.train_petl, models.upstream],
+        lambda: petl.task_state(petl.train_petl(
+            backbone, method, train_set, petl_settings(cfg), cfg.petl_scale, cfg.batch_size, seed,
+            desc=f"{method} {target.name} seed {seed}", progress=progress)))
+    model = petl.load_task_state(petl.attach(backbone, method, target.num_classes, cfg.petl_scale), state)
+    return _with_features(target, method, seed, model, train_set,
+                          {"petl": inputs, "test_per_class": cfg.test_per_class[target.name]})
+
+
+def frozen_unit(cfg: Config, backbone: torch.nn.Module, target: Target, seed: int) -> Unit:
+    """The frozen ImageNet backbone on a target: its features, for the linear-probe baseline."""
+    train_set = target.train(cfg.train_per_class, seed)
+    inputs = {"model": cfg.model, "resolution": cfg.resolution, **_data_inputs(cfg, target.name),
+              "train_per_class": cfg.train_per_class, "petl_seed": seed,
+              "test_per_class": cfg.test_per_class[target.name]}
+    return _with_features(target, FROZEN, seed, backbone, train_set, inputs)
+
+
+def _with_features(target: Target, method: str, seed: int, model, train_set, inputs) -> Unit:
+    payload = cache.cached(
+        "sls_features", inputs, [sls.block_cls_features, models.upstream],
+        lambda: {"train": _as_tensors(sls.block_cls_features(model, train_set)),
+                 "test": _as_tensors(sls.block_cls_features(model, target.test))})
+    return Unit(target.name, method, seed, model, train_set, target.test,
+                _from_tensors(payload["train"]), _from_tensors(payload["test"]), inputs)
+
+
+def block_scores(unit: Unit, tsne_seed: int, perplexity: float, n_iter: int) -> dict:
+    """Silhouette of every block's t-SNE map of the training features, and the maps (cached)."""
+    def build():
+        scores, maps = sls.layer_scores(unit.train.cls, unit.train.labels, perplexity, tsne_seed, n_iter)
+        return {"scores": torch.from_numpy(scores), "maps": torch.from_numpy(maps.astype(np.float32))}
+
+    inputs = {"features": unit.inputs, "tsne_seed": tsne_seed, "perplexity": perplexity, "n_iter": n_iter}
+    return cache.cached("sls_scores", inputs, [sls.layer_scores], build)
+
+
+def block_probes(unit: Unit) -> dict:
+    """Per block: linear-probe test accuracy and the silhouette of the raw features (cached)."""
+    def build():
+        return {"probe": torch.from_numpy(sls.layer_probes(unit.train, unit.test, unit.seed)),
+                "raw": torch.tensor([sls.silhouette(f, unit.train.labels) for f in unit.train.cls])}
+
+    return cache.cached("sls_probes", {"features": unit.inputs}, [sls.layer_probes], build)
+
+
+def depgraph_model(cfg: Config, unit: Unit, depth: int) -> tuple[torch.nn.Module, dict]:
+    """DepGraph width pruning of the unit's PETL model to the parameters SLS removes at
+    ``depth``, its head re-fitted as SLS's is. Cached as state dict, search and test logits
+    (before and after the re-fit)."""
+    removed = depgraph.count_parameters(unit.model) - depgraph.count_parameters(sls.truncate(unit.model, depth))
+
+    def build():
+        pruned, search = depgraph.prune_to_removed(unit.model, unit.train_set, removed, cfg.taylor_batches,
+                                                   cfg.taylor_batch_size, unit.seed)
+        test_x = features.extract_features(pruned, unit.test_set)
+        before = sls.head_logits(test_x, pruned.head.weight.detach(), pruned.head.bias.detach())
+        weight, bias = sls.fit_head(features.extract_features(pruned, unit.train_set),
+                                    unit.train.labels, unit.num_classes, unit.seed)
+        sls.set_head(pruned, weight, bias)
+        return {"state": pruned.state_dict(), "search": asdict(search),
+                "logits_before": torch.from_numpy(before),
+                "logits": torch.from_numpy(sls.head_logits(test_x, weight, bias))}
+
+    inputs = {"features": unit.inputs, "removed": removed, "taylor_batches": cfg.taylor_batches,
+              "taylor_batch_size": cfg.taylor_batch_size}
+    payload = cache.cached("sls_depgraph", inputs,
+                           [depgraph.prune_to_removed, sls.fit_head, features.extract_features], build)
+    return depgraph.restore_widths(unit.model, payload["state"]), payload
+
+
+# ----------------------------------------------------------------------------- units
+
+
+def _correct(logits, labels) -> np.ndarray:
+    return np.asarray(logits).argmax(1) == np.asarray(labels)
+
+
+def kept_depths(layers: pd.DataFrame, alphas: list[float]) -> pd.DataFrame:
+    """The SLS walk on every silhouette curve of ``layers``, for every alpha: one row per
+    (target, method, petl_seed, tsne_seed, perplexity, alpha) with depth, threshold, rule and
+    the last block's silhouette."""
+    rows = []
+    curve_key = [k for k in LAYER_KEY if k != "layer"]
+    for key, curve in layers.sort_values("layer").groupby(curve_key, sort=False):
+        for alpha in alphas:
+            pick = sls.select_depth(curve.silhouette.to_numpy(), alpha)
+            rows.append(dict(zip(curve_key, key)) | {
+                "alpha": float(alpha), "depth": pick.depth, "threshold": pick.threshold,
+                "rule": pick.rule, "last_silhouette": float(curve.silhouette.iloc[-1])})
+    return pd.DataFrame(rows)
+
+
+class _Measure:
+    """Size, MACs, storage and throughput of a model; an architecture shared by several rows
+    (``shared``: full and truncated PETL models, per method and depth) is counted and timed once
+    per run."""
+
+    def __init__(self, cfg: Config):
+        self.cfg, self.done = cfg, {}
+
+    def __call__(self, model: torch.nn.Module, kind: str, shared: tuple | None) -> dict:
+        storage = {"storage_parameters": sls.storage_parameters(model, kind)}
+        if shared is not None and shared in self.done:
+            return self.done[shared] | storage
+        side = self.cfg.resolution
+        row = {"parameters": depgraph.count_parameters(model),
+               "macs": metrics.count_macs(model, (1, 3, side, side))}
+        for b in self.cfg.throughput_batches:
+            row[f"images_per_s_b{b}"] = metrics.measure_latency(
+                model, b, (3, side, side), num_threads=torch.get_num_threads(),
+                min_run_time=self.cfg.latency_seconds)["images_per_s"]
+        if shared is not None:
+            self.done[shared] = row
+        return row | storage
+
+
+def measure_unit(cfg: Config, unit: Unit, depths: dict[float, int], model_store: RunStore,
+                 measure: _Measure, with_depgraph: bool, correct: dict) -> None:
+    """The model rows of one PETL unit: full, SLS at each kept depth, DepGraph at cfg.alpha's.
+
+    Per-image test correctness goes into ``correct`` (keyed like the rows) whether or not the
+    row was already in ``runs.csv``: it is recomputed from cached features and models.
+    """
+    base = {"target": unit.target, "method": unit.method, "petl_seed": unit.seed}
+    n_test = len(unit.test.labels)
+    full_key = base | {"arm": "full", "depth": unit.depth}
+    correct[tuple(full_key.values())] = _correct(unit.test.logits, unit.test.labels)
+    if next(model_store.pending([full_key]), None):
+        model_store.add(full_key | {"accuracy": correct[tuple(full_key.values())].mean(),
+                                    "accuracy_before_refit": np.nan, "test_images": n_test,
+                                    "removed_parameters": 0}
+                        | measure(unit.model, "petl", ("full", unit.method, unit.depth)))
+    total = depgraph.count_parameters(unit.model)
+    for depth in sorted(set(depths.values())):
+        key = base | {"arm": "sls", "depth": depth}
+        weight, bias, after, before = refit_at_depth(unit, depth)
+        correct[tuple(key.values())] = after
+        if next(model_store.pending([key]), None):
+            truncated = sls.set_head(sls.truncate(unit.model, depth), weight, bias)
+            model_store.add(key | {"accuracy": after.mean(), "accuracy_before_refit": before.mean(),
+                                   "test_images": n_test,
+                                   "removed_parameters": total - depgraph.count_parameters(truncated)}
+                            | measure(truncated, "sls", ("full" if depth == unit.depth else "sls",
+                                                        unit.method, depth)))
+    depth = depths[cfg.alpha]
+    if not with_depgraph or depth == unit.depth:
+        return
+    key = base | {"arm": "depgraph", "depth": depth}
+    pruned, payload = depgraph_model(cfg, unit, depth)
+    correct[tuple(key.values())] = _correct(payload["logits"], unit.test.labels)
+    if next(model_store.pending([key]), None):
+        search = payload["search"]
+        model_store.add(key | {"accuracy": correct[tuple(key.values())].mean(),
+                               "accuracy_before_refit": _correct(payload["logits_before"], unit.test.labels).mean(),
+                               "test_images": n_test, "removed_parameters": total - depgraph.count_parameters(pruned),
+                               "depgraph_ratio": search["ratio"], "depgraph_rel_error": search["rel_error"],
+                               "depgraph_trials": search["trials"],
+                               "heads_consistent": depgraph.attention_consistent(pruned)}
+                        | measure(pruned, "depgraph", None))
+
+
+def refit_at_depth(unit: Unit, depth: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """SLS's retraining from the cached features: the head re-fitted on block ``depth``'s normed
+    CLS of the training images. Returns (weight, bias, correct after, correct before the re-fit)."""
+    train_x = sls.normed_cls(unit.model, unit.train.cls[depth - 1])
+    test_x = sls.normed_cls(unit.model, unit.test.cls[depth - 1])
+    weight, bias = sls.fit_head(train_x, unit.train.labels, unit.num_classes, unit.seed)
+    head = unit.model.head
+    before = _correct(sls.head_logits(test_x, head.weight.detach(), head.bias.detach()), unit.test.labels)
+    return weight, bias, _correct(sls.head_logits(test_x, weight, bias), unit.test.labels), before
+
+
+def probe_unit(cfg: Config, unit: Unit, model_store: RunStore, correct: dict) -> None:
+    """The linear probe on the frozen backbone (final-normed CLS, the same re-fit as SLS's) and
+    the silhouette of the frozen last block: what PETL adds."""
+    key = {"target": unit.target, "method": FROZEN, "petl_seed": unit.seed, "arm": "probe",
+           "depth": unit.depth}
+    _, _, after, _ = refit_at_depth(unit, unit.depth)
+    correct[tuple(key.values())] = after
+    if next(model_store.pending([key]), None):
+        scores = sls.layer_scores(unit.train.cls[-1:], unit.train.labels, float(cfg.perplexities[0]),
+                                  cfg.tsne_seeds[0], cfg.tsne_iter)[0]
+        model_store.add(key | {"accuracy": after.mean(), "test_images": len(unit.test.labels),
+                               "frozen_last_silhouette": float(scores[0])})
+
+
+def score_unit(cfg: Config, unit: Unit, layer_store: RunStore) -> None:
+    """The per-block rows of one unit for every (t-SNE seed, perplexity) setting."""
+    for tsne_seed, perplexity in tsne_settings(cfg):
+        base = {"target": unit.target, "method": unit.method, "petl_seed": unit.seed,
+                "tsne_seed": tsne_seed, "perplexity": perplexity}
+        if next(layer_store.pending([base | {"layer": 1}]), None) is None:
+            continue
+        scores = block_scores(unit, tsne_seed, perplexity, cfg.tsne_iter)["scores"].numpy()
+        probes = block_probes(unit)
+        layer_store.add_many([base | {"layer": layer, "silhouette": float(scores[layer - 1]),
+                                      "raw_silhouette": float(probes["raw"][layer - 1]),
+                                      "probe_accuracy": float(probes["probe"][layer - 1])}
+                              for layer in range(1, unit.depth + 1)])
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class Results:
+    """Tidy frames of one run of notebook 03."""
+
+    layers: pd.DataFrame  # LAYER_KEY + silhouette, raw_silhouette, probe_accuracy
+    depths: pd.DataFrame  # kept depth per curve and alpha (kept_depths)
+    models: pd.DataFrame  # MODEL_KEY + accuracy, sizes, throughput (runs.csv)
+    comparisons: pd.DataFrame  # per target and method: paired accuracy differences with CIs
+    distances: pd.Series  # per target: 1 - ImageNet spread (notebook 00)
+    claims: pd.DataFrame  # claims.csv
+    maps: dict[str, np.ndarray]  # per target: the t-SNE maps (L x N x 2) of the first unit
+    map_labels: dict[str, np.ndarray]
+    test_images: dict[str, int]
+
+
+def read_distances(cfg: Config) -> pd.Series:
+    """Each target's distance from ImageNet, 1 - the spread of the ImageNet classifier's
+    top-1 labels over its test images, as notebook 00 measured it for this model and
+    resolution (its runs.csv)."""
+    path = paths.RESULTS_DIR / cfg.profile / "00_upstream" / "main" / "runs.csv"
+    if not path.exists():
+        raise ConfigError(f"notebook 00 has not run in profile {cfg.profile} ({path} is missing): "
+                          f"run `make run NB=00_upstream PROFILE={cfg.profile}` first")
+    table = upstream.distances(pd.read_csv(path))
+    column = (cfg.model, cfg.resolution)
+    found = table[column].reindex(cfg.targets) if column in table else None
+    if found is None or found.isna().any():
+        raise ConfigError(f"{path} lacks the distance of some target for {cfg.model} at {cfg.resolution} px")
+    return found.rename("distance")
+
+
+def run(cfg: Config, progress: bool = True) -> Results:
+    """Every unit of the run (resuming from ``runs.csv`` and ``layers/runs.csv``), the tables
+    and the claims (written to ``claims.csv``)."""
+    seed_everything(cfg.seed)
+    distances = read_distances(cfg)
+    targets = load_targets(cfg)
+    backbone = models.upstream_model(cfg.model, cfg.resolution)
+    layer_store = RunStore(cfg.results_dir / "layers", key=LAYER_KEY, required=("silhouette",))
+    model_store = RunStore(cfg.results_dir, key=MODEL_KEY, required=("accuracy",))
+    measure = _Measure(cfg)
+    first = cfg.petl_methods[0]
+    default = tsne_settings(cfg)[0]
+    alphas = sorted({cfg.alpha, *cfg.alphas})
+    correct: dict[tuple, np.ndarray] = {}
+    maps, map_labels = {}, {}
+    plan = [(t, m, s) for t in cfg.targets for m in cfg.petl_methods for s in cfg.petl_seeds[m]]
+    bar = progress_bar(len(plan), "SLS units", progress)
+    for target, method, seed in plan:
+        unit = petl_unit(cfg, backbone, targets[target], method, seed, progress)
+        score_unit(cfg, unit, layer_store)
+        mine = _at(layer_store.frame, target=target, method=method, petl_seed=seed,
+                   tsne_seed=default[0], perplexity=default[1])
+        depths = kept_depths(mine, alphas).set_index("alpha").depth.to_dict()
+        measure_unit(cfg, unit, depths, model_store, measure, cfg.depgraph and method == first, correct)
+        if method == first and seed == cfg.petl_seeds[first][0]:
+            maps[target] = block_scores(unit, *default, cfg.tsne_iter)["maps"].numpy()
+            map_labels[target] = unit.train.labels
+            probe_unit(cfg, frozen_unit(cfg, backbone, targets[target], seed), model_store, correct)
+        bar.update()
+    bar.close()
+    layers = layer_store.frame
+    depth_table = kept_depths(layers, alphas)
+    model_rows = model_store.frame
+    comparisons = compare(cfg, depth_table, correct)
+    results = test_claims(cfg, layers, depth_table, model_rows, correct, distances)
+    claims.write_claims(cfg.results_dir, results)
+    return Results(layers, depth_table, model_rows, comparisons, distances,
+                   claims.read_claims(cfg.results_dir), maps, map_labels,
+                   {t: len(targets[t].test) for t in cfg.targets})
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _at(frame: pd.DataFrame, **values) -> pd.DataFrame:
+    """Rows of ``frame`` whose columns equal ``values``."""
+    mask = np.ones(len(frame), dtype=bool)
+    for column, value in values.items():
+        mask &= (frame[column] == value).to_numpy()
+    return frame[mask]
+
+
+def chosen_depths(cfg: Config, depth_table: pd.DataFrame, alpha: float | None = None) -> dict[tuple, int]:
+    """Kept depth per (target, method, petl_seed) at ``alpha`` (default: cfg.alpha) with the
+    t-SNE setting SLS uses (the first seed and perplexity)."""
+    tsne_seed, perplexity = tsne_settings(cfg)[0]
+    rows = _at(depth_table, tsne_seed=tsne_seed, perplexity=perplexity,
+               alpha=float(cfg.alpha if alpha is None else alpha))
+    return {(r.target, r.method, int(r.petl_seed)): int(r.depth) for r in rows.itertuples()}
+
+
+COMPARISONS = {"sls_vs_full": ("sls", "full"), "sls_vs_depgraph": ("sls", "depgraph"),
+               "full_vs_probe": ("full", "probe")}
+"""Paired accuracy comparisons: (arm a, arm b); the difference is a - b."""
+
+
+def paired_differences(cfg: Config, depth_table: pd.DataFrame, correct: Mapping[tuple, np.ndarray],
+                       comparison: str, target: str, method: str) -> dict[int, np.ndarray]:
+    """Per PETL seed: per-test-image correctness of arm a minus arm b (``COMPARISONS``), at
+    cfg.alpha's kept depth. Seeds where either model is missing are left out."""
+    arm_a, arm_b = COMPARISONS[comparison]
+    depths = chosen_depths(cfg, depth_table)
+    out = {}
+    for seed in cfg.petl_seeds[method]:
+        if (target, method, seed) not in depths:
+            continue
+        d = depths[target, method, seed]
+        full_depth = model_depth(cfg.model)
+        key = {"sls": (target, method, seed, "sls", d), "depgraph": (target, method, seed, "depgraph", d),
+               "full": (target, method, seed, "full", full_depth),
+               "probe": (target, FROZEN, seed, "probe", full_depth)}
+        if key[arm_a] in correct and key[arm_b] in correct:
+            out[seed] = correct[key[arm_a]].astype(float) - correct[key[arm_b]].astype(float)
+    return out
+
+
+def compare(cfg: Config, depth_table: pd.DataFrame, correct: Mapping[tuple, np.ndarray]) -> pd.DataFrame:
+    """Per target, method and comparison: the accuracy difference in percentage points with a
+    95 % CI from a paired bootstrap over the test images (per-image differences averaged over
+    the PETL seeds). The interval covers the test sample, given the trained models."""
+    rows = []
+    for comparison in COMPARISONS:
+        for target in cfg.targets:
+            for method in cfg.petl_methods:
+                diffs = paired_differences(cfg, depth_table, correct, comparison, target, method)
+                if not diffs:
+                    continue
+                per_image = np.mean(list(diffs.values()), axis=0) * 100
+                ci = claims.mean_interval(per_image, method="bootstrap", seed=cfg.seed)
+                rows.append({"comparison": comparison, "target": target, "method": method,
+                             "effect_pp": ci.effect, "ci_low_pp": ci.ci_low, "ci_high_pp": ci.ci_high,
+                             "test_images": len(per_image), "petl_seeds": len(diffs)})
+    return pd.DataFrame(rows)
+
+
+def summary_table(cfg: Config, models_frame: pd.DataFrame, depth_table: pd.DataFrame) -> pd.DataFrame:
+    """Per target, method and arm at cfg.alpha: kept depth, accuracy (mean over PETL seeds),
+    parameters, MACs, storage and throughput."""
+    depths = chosen_depths(cfg, depth_table)
+    full_depth = model_depth(cfg.model)
+    keep = []
+    for r in models_frame.itertuples():
+        wanted = full_depth if r.arm in ("full", "probe") else depths.get((r.target, r.method, int(r.petl_seed)))
+        keep.append(int(r.depth) == wanted)
+    rows = models_frame[np.array(keep, dtype=bool)]
+    values = ["depth", "accuracy", "parameters", "removed_parameters", "macs", "storage_parameters",
+              *[f"images_per_s_b{b}" for b in cfg.throughput_batches]]
+    table = rows.groupby(["target", "method", "arm"], sort=False)[values].mean()
+    return table.assign(storage_kib=table.storage_parameters * sls.BYTES_PER_PARAM / 1024)
+
+
+# ----------------------------------------------------------------------------- claims
+
+PAPER = {
+    "premise": "The paper scores blocks by how well their CLS features cluster the classes, "
+               "motivated by the features' separability across layers.",
+    "rise": "VTAB-1k, ViT-B/16 with Convpass: the silhouette grows with depth (method, figures).",
+    "plateau": "Deep blocks add little on cross-domain data: the silhouette levels off or falls "
+               "at the top (abstract, method).",
+    "cut": "Structured and specialised VTAB tasks lose many top blocks at alpha = 0.3.",
+    "accuracy": "Truncated models lose little accuracy against full-depth Convpass (tables).",
+    "speed": "Throughput rises with the removed blocks (tables, batch 1).",
+    "natural": "Natural VTAB tasks keep more blocks than structured and specialised ones.",
+    "dg_accuracy": "At the same number of pruned parameters SLS is more accurate than DepGraph.",
+    "dg_speed": "At the same number of pruned parameters SLS is faster than DepGraph.",
+    "dg_storage": "SLS stores one index per task; width pruning stores a pruned backbone per task.",
+    "alpha": "The kept depth is set by alpha (ablation over alpha).",
+    "tsne": "t-SNE is stochastic; its seed and perplexity should not change the kept depth.",
+    "raw": "The 2-D t-SNE map is what SLS scores; the raw features' silhouette is the "
+           "alternative without t-SNE.",
+}
+
+
+def _claim(id_: str, statement: str, paper: str, evidence: str, direction: int = 1) -> claims.Claim:
+    return claims.Claim(id_, statement, PAPER[paper], evidence, direction)
+
+
+def _first_curves(cfg: Config, layers: pd.DataFrame, method: str) -> dict[str, pd.DataFrame]:
+    """Per target: the per-block means over PETL seeds of ``method``, t-SNE setting of SLS."""
+    tsne_seed, perplexity = tsne_settings(cfg)[0]
+    rows = _at(layers, method=method, tsne_seed=tsne_seed, perplexity=perplexity)
+    return {t: rows[rows.target == t].groupby("layer")[["silhouette", "raw_silhouette", "probe_accuracy"]].mean()
+            for t in cfg.targets if (rows.target == t).any()}
+
+
+def top_share(curve: np.ndarray) -> float:
+    """Share of the silhouette's rise (block 1 to L) gained in the top quarter of the blocks.
+
+    A straight rise gives k / (L - 1) with k = L // 4; a plateau at the top gives less.
+    """
+    k = len(curve) // 4
+    rise = curve[-1] - curve[0]
+    return float((curve[-1] - curve[-1 - k]) / rise) if rise > 0 else float("nan")
+
+
+def test_claims(cfg: Config, layers: pd.DataFrame, depth_table: pd.DataFrame, models_frame: pd.DataFrame,
+                correct: Mapping[tuple, np.ndarray], distances: pd.Series) -> list[claims.ClaimResult]:
+    """The claims of the groups in ``cfg.claims``, each through the claims engine."""
+    out: list[claims.ClaimResult] = []
+    first = cfg.petl_methods[0]
+    curves = _first_curves(cfg, layers, first)
+    depths = chosen_depths(cfg, depth_table)
+    full_depth = model_depth(cfg.model)
+    natural = [t for t in cfg.targets if t in cfg.natural_targets]
+    others = [t for t in cfg.targets if t not in cfg.natural_targets]
+    units = [(t, s) for t in cfg.targets for s in cfg.petl_seeds[first] if (t, first, s) in depths]
+    if "premise" in cfg.claims:
+        for t, curve in curves.items():
+            claim = _claim(f"P.{t}", f"{t}: blocks rank alike by silhouette and by linear-probe "
+                           "accuracy (Spearman rho over blocks)", "premise", "premise figure")
+            out.append(claims.correlation(claim, curve.silhouette, curve.probe_accuracy, seed=cfg.seed))
+    if "depth" in cfg.claims:
+        rhos = [claims.spearman_ci(c.index.to_numpy(), c.silhouette.to_numpy(), method="fisher").effect
+                for c in curves.values()]
+        out.append(claims.directional(_claim(
+            "1.rise", "The silhouette rises with depth (Spearman rho of silhouette and block index, "
+            "mean over targets)", "rise", "silhouette-versus-depth figure"), rhos))
+        k = full_depth // 4
+        shares = [k / (full_depth - 1) - top_share(c.silhouette.to_numpy()) for c in curves.values()]
+        shares = [s for s in shares if math.isfinite(s)]
+        out.append(claims.directional(_claim(
+            "1.plateau", f"The silhouette levels off at the top: the top {k} blocks gain less of "
+            "the rise than a straight line would (linear share minus measured share, mean over "
+            "targets)", "plateau", "silhouette-versus-depth figure"), shares))
+        cut = [(t, full_depth - depths[t, first, s]) for t, s in units if t in others]
+        claim = _claim("1.cut", f"Targets other than the natural ones lose top blocks at alpha "
+                       f"{cfg.alpha} (blocks removed)", "cut", "kept-depth table")
+        out.append(claims.directional(claim, [c for _, c in cut], cluster=[t for t, _ in cut])
+                   if len({t for t, _ in cut}) >= 2 else
+                   claims.not_testable(claim, "fewer than two targets besides the natural ones"))
+    if "truncation" in cfg.claims:
+        diff = [(t, 100 * d.mean()) for t in cfg.targets
+                for d in paired_differences(cfg, depth_table, correct, "sls_vs_full", t, first).values()]
+        out.append(claims.equivalence(_claim(
+            "2.accuracy", f"Truncating at the kept depth (head re-fitted) changes accuracy by less "
+            f"than {cfg.equivalence_margin:g} points (SLS minus full, points)", "accuracy",
+            "accuracy table"), [d for _, d in diff], cfg.equivalence_margin, cluster=[t for t, _ in diff]))
+        batch = max(cfg.throughput_batches)
+        gain = _speed_ratios(models_frame, depths, units, first, "sls", "full", batch, full_depth)
+        out.append(claims.directional(_claim(
+            "2.speed", f"The truncated model is faster than the full one (throughput gain in %, "
+            f"batch {batch})", "speed", "throughput table"), [g for _, g in gain],
+            cluster=[t for t, _ in gain]))
+    if "natural" in cfg.claims:
+        claim = _claim("3", "Natural targets keep more blocks than the others (kept depth of the "
+                       "natural targets minus each other target's)", "natural", "kept-depth table")
+        if natural and len(others) >= 2:
+            mean_depth = {t: np.mean([depths[t, first, s] for tt, s in units if tt == t]) for t in cfg.targets}
+            nat = np.mean([mean_depth[t] for t in natural])
+            out.append(claims.directional(claim, [nat - mean_depth[t] for t in others]))
+        else:
+            out.append(claims.not_testable(claim, "needs a natural target and two others"))
+    if "depgraph" in cfg.claims:
+        diff = [(t, 100 * d.mean()) for t in cfg.targets
+                for d in paired_differences(cfg, depth_table, correct, "sls_vs_depgraph", t, first).values()]
+        claim = _claim("4.accuracy", "At equal removed parameters SLS is more accurate than DepGraph "
+                       "(both heads re-fitted; points)", "dg_accuracy", "accuracy table")
+        out.append(_directional_or_not(claim, diff))
+        for name, batch in (("latency", min(cfg.throughput_batches)), ("throughput", max(cfg.throughput_batches))):
+            gain = _speed_ratios(models_frame, depths, units, first, "sls", "depgraph", batch, full_depth)
+            out.append(_directional_or_not(_claim(
+                f"4.{name}", f"At equal removed parameters SLS is faster than DepGraph "
+                f"(throughput gain in %, batch {batch})", "dg_speed", "throughput table"), gain))
+        store = _pairs(models_frame, depths, units, first, "sls", "depgraph", full_depth, "storage_parameters")
+        out.append(_directional_or_not(_claim(
+            "4.storage", "SLS stores less per task than DepGraph (storage saved, % of DepGraph's)",
+            "dg_storage", "storage table"), [(t, 100 * (1 - a / b)) for t, a, b in store]))
+    if "alpha" in cfg.claims:
+        lo, hi = min(cfg.alphas), max(cfg.alphas)
+        at_lo, at_hi = chosen_depths(cfg, depth_table, lo), chosen_depths(cfg, depth_table, hi)
+        diff = [(k[0], at_hi[k] - at_lo[k]) for k in at_lo]
+        out.append(claims.directional(_claim(
+            "5.alpha", f"A larger alpha keeps more blocks (kept depth at alpha {hi:g} minus at {lo:g})",
+            "alpha", "alpha figure"), [d for _, d in diff], cluster=[t for t, _ in diff]))
+    if "tsne" in cfg.claims:
+        settings = tsne_settings(cfg)
+        base = _at(depth_table, alpha=float(cfg.alpha))
+        ref = {(r.target, r.method, r.petl_seed): r.depth for r in base.itertuples()
+               if (r.tsne_seed, r.perplexity) == settings[0]}
+        diff = [(r.target, r.depth - ref[r.target, r.method, r.petl_seed]) for r in base.itertuples()
+                if (r.tsne_seed, r.perplexity) != settings[0]]
+        out.append(claims.equivalence(_claim(
+            "5.tsne", f"Another t-SNE seed or perplexity moves the kept depth by less than "
+            f"{cfg.depth_margin:g} block(s)", "tsne", "t-SNE sensitivity table"),
+            [d for _, d in diff], cfg.depth_margin, cluster=[t for t, _ in diff]))
+        rhos = [claims.spearman_ci(c.silhouette.to_numpy(), c.raw_silhouette.to_numpy(), method="fisher").effect
+                for c in curves.values()]
+        out.append(claims.directional(_claim(
+            "5.raw", "The raw features' silhouette ranks blocks as the t-SNE map's does (Spearman "
+            "rho over blocks, mean over targets)", "raw", "t-SNE sensitivity table"), rhos))
+    return out
+
+
+def _directional_or_not(claim: claims.Claim, pairs: list[tuple[str, float]]) -> claims.ClaimResult:
+    """Directional over (target, value) pairs clustered by target; not testable below two targets."""
+    if len({t for t, _ in pairs}) < 2:
+        return claims.not_testable(claim, f"SLS truncated fewer than two targets ({len(pairs)} models)")
+    return claims.directional(claim, [v for _, v in pairs], cluster=[t for t, _ in pairs])
+
+
+def _pairs(models_frame, depths, units, method, arm_a, arm_b, full_depth, column):
+    """(target, value of arm a, value of arm b) per unit where both rows exist."""
+    out = []
+    for t, s in units:
+        d = depths[t, method, s]
+        rows = {arm: _at(models_frame, target=t, method=method, petl_seed=s, arm=arm,
+                         depth=full_depth if arm == "full" else d) for arm in (arm_a, arm_b)}
+        if all(len(r) for r in rows.values()):
+            out.append((t, float(rows[arm_a][column].iloc[0]), float(rows[arm_b][column].iloc[0])))
+    return out
+
+
+def _speed_ratios(models_frame, depths, units, method, arm_a, arm_b, batch, full_depth):
+    """(target, throughput gain of arm a over arm b in %) per unit."""
+    column = f"images_per_s_b{batch}"
+    return [(t, 100 * (a / b - 1))
+            for t, a, b in _pairs(models_frame, depths, units, method, arm_a, arm_b, full_depth, column)]

@@ -1,32 +1,31 @@
 """Parameter-efficient transfer (PETL) of a timm ViT: Convpass and a plain bottleneck adapter.
 
-SLS (Han & Tang 2024, papers.md §3.2) starts from a ViT whose backbone is frozen and whose
-blocks carry small trainable adapters beside both sub-layers:
+SLS (Han & Tang, "Straightforward Layer-wise Pruning for More Efficient Visual Adaptation",
+ECCV 2024; method section and the official ``convpass.py``) starts from a ViT whose backbone
+is frozen and whose blocks carry small trainable adapters beside both sub-layers:
 
     h <- h + Attn(LN1 h) + s * A_attn(LN1 h)
     h <- h + MLP(LN2 h)  + s * A_mlp(LN2 h)
 
-``convpass`` (Jie & Deng 2022, the paper's default): A = Linear(dim -> 8, xavier, zero bias)
--> QuickGELU -> 3x3 conv over the patch grid (the CLS token alone as a 1x1 map; the conv
-starts as the identity at its centre tap) -> QuickGELU -> dropout -> Linear(8 -> dim, zero
-init), so a fresh adapter adds exactly nothing. ``adapter``: the same bottleneck without the
-convolution (an AdaptFormer-style parallel adapter), the second method that shows SLS does
-not depend on the adapter. Only adapters and the classifier head are trained.
+``convpass`` (Jie & Deng, "Convolutional Bypasses Are Better Vision Transformer Adapters",
+2022; SLS's default adapter): A = Linear(dim -> 8, xavier, zero bias) -> QuickGELU -> 3x3
+conv over the patch grid (the CLS token alone as a 1x1 map; the conv starts as the identity
+at its centre tap) -> QuickGELU -> dropout 0.1 -> Linear(8 -> dim, zero init), so a fresh
+adapter adds exactly nothing. ``adapter``: the same bottleneck without the convolution (an
+AdaptFormer-style parallel adapter), the second method, which shows whether SLS depends on the
+adapter. Only adapters and the classifier head are trained; only they are stored per task.
 """
 
 from __future__ import annotations
 
 import copy
-import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
 
-from . import data, paths, train
-from .errors import ConfigError, unknown_choice
-from .results import atomic_write_bytes
-from .seeding import seed_everything
+from .. import data, train
+from ..errors import ConfigError, unknown_choice
 
 METHODS = ("convpass", "adapter")
 HIDDEN_DIM = 8
@@ -116,7 +115,8 @@ def attach(model: nn.Module, method: str, num_classes: int, scale: float = 1.0,
     """A PETL copy of a timm ``VisionTransformer``: adapters in every block, a new head.
 
     The backbone is frozen (``requires_grad=False``); adapters and head are trainable.
-    ``model`` itself is not modified.
+    ``model`` itself is not modified. Seed torch first: the head and the adapters'
+    down-projections are drawn at random.
     """
     check_method(method)
     if not hasattr(model, "blocks") or not hasattr(model, "patch_embed"):
@@ -130,7 +130,6 @@ def attach(model: nn.Module, method: str, num_classes: int, scale: float = 1.0,
                                    for b in model.blocks])
     for p in petl_parameters(model):
         p.requires_grad_(True)
-    model.petl_method = method
     return model
 
 
@@ -150,38 +149,48 @@ def count_petl_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in petl_parameters(model))
 
 
+def freeze_backbone(model: nn.Module) -> nn.Module:
+    """Backbone frozen, adapters and head trainable, no stale gradients; returns ``model``."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+        p.grad = None
+    for p in petl_parameters(model):
+        p.requires_grad_(True)
+    return model
+
+
 def fit_petl(model: nn.Module, train_set: data.ImageSet, settings: train.FitSettings,
-             batch_size: int = 64, seed: int = 0, augment: bool = False,
-             desc: str = "petl", progress: bool = False):
-    """Train adapters + head only (backbone frozen); return the history frame."""
-    seed_everything(seed, threads=torch.get_num_threads())  # keep the run's thread count
-    loader = data.make_loader(train_set, batch_size, shuffle=True, seed=seed, augment=augment)
+             batch_size: int, seed: int, desc: str = "petl", progress: bool = True):
+    """Train adapters + head only (backbone frozen, no augmentation); return the history."""
+    loader = data.make_loader(train_set, batch_size, shuffle=True, seed=seed)
     return train.fit(model, loader, settings, desc=desc, progress=progress,
                      params=petl_parameters(model))
 
 
-def checkpoint_path(key: str):
-    return paths.ARTIFACTS_DIR / "sls" / f"petl-{key}.pt"
+def train_petl(backbone: nn.Module, method: str, train_set: data.ImageSet,
+               settings: train.FitSettings, scale: float, batch_size: int, seed: int,
+               desc: str = "petl", progress: bool = True) -> nn.Module:
+    """A PETL copy of ``backbone`` with adapters and head trained on ``train_set``.
+
+    ``seed`` draws the head and the adapters' initial weights, dropout and the batch order.
+    """
+    torch.manual_seed(seed)
+    model = attach(backbone, method, len(train_set.classes), scale)
+    fit_petl(model, train_set, settings, batch_size, seed, desc, progress)
+    return model.eval()
 
 
-def save_petl(model: nn.Module, key: str) -> None:
-    """Store the per-task state only: adapters + head (the backbone is the shared zoo model)."""
-    state = {n: t for n, t in model.state_dict().items()
-             if ".adapter_" in n or n.startswith("head.")}
-    buffer = io.BytesIO()
-    torch.save({"method": model.petl_method, "depth": len(model.blocks), "state_dict": state}, buffer)
-    atomic_write_bytes(checkpoint_path(key), buffer.getvalue())
+def task_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What one task stores: the adapters and the head (the backbone is shared by all tasks)."""
+    return {n: t.detach().clone() for n, t in model.state_dict().items()
+            if ".adapter_" in n or n.startswith("head.")}
 
 
-def load_petl(backbone: nn.Module, key: str, num_classes: int, scale: float = 1.0) -> nn.Module | None:
-    """Rebuild a cached PETL model on ``backbone`` (None on a cache miss)."""
-    path = checkpoint_path(key)
-    if not path.exists():
-        return None
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    model = attach(backbone, payload["method"], num_classes, scale)
-    result = model.load_state_dict(payload["state_dict"], strict=False)
-    if result.unexpected_keys or any(".adapter_" in k or k.startswith("head.")
-                                     for k in result.missing_keys):
-        return None  # stale checkpoint of another layout: retrain
+def load_task_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Put a task's adapters and head (from :func:`task_state`) into a PETL ``model``."""
+    result = model.load_state_dict(dict(state), strict=False)
+    missing = [k for k in result.missing_keys if ".adapter_" in k or k.startswith("head.")]
+    if result.unexpected_keys or missing:
+        raise ValueError(f"task state does not fit the model: unexpected {result.unexpected_keys[:3]}, "
+                         f"missing {missing[:3]}")
     return model.eval()
