@@ -29,7 +29,6 @@ from conftest import REPO, build_book, run_all
 PAGES = [REPO / "book" / "intro.md", *sorted((REPO / "book" / "chapters").glob("*.md"))]
 BEING_REWRITTEN = {  # the lead removes a mark when the chapter's page glues its numbers
     "01_hidden_cost": "chapter 01 (hidden cost) is being rewritten on the real substrate, issue 13",
-    "02_pruning_value": "chapter 02 (pruning value) is being rewritten on real CIFAR-10, issue 14",
     "03_sls": "chapter 03 (SLS) is being rewritten on DeiT-Tiny, issue 15",
     "04_dcvit": "chapter 04 (DC-ViT) is being rewritten on DeiT-Tiny, issue 16",
 }

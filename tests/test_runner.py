@@ -219,8 +219,9 @@ def test_keys_are_deterministic_and_distinct(study_copy):
     ("studies/dcvit.py", {"04_dcvit"}),
     ("sls.py", {"03_sls"}),
     ("petl.py", {"03_sls"}),
-    ("structured.py", {"02_pruning_value"}),
-    ("cifar_models.py", {"02_pruning_value"}),
+    ("methods/structured.py", {"02_pruning_value"}),
+    ("studies/pruning_value.py", {"02_pruning_value"}),
+    ("models/cifar.py", {"02_pruning_value"}),
     ("prompting.py", {"01_hidden_cost"}),
     ("sparsity.py", {"01_hidden_cost"}),
     ("zoo.py", UPSTREAM_AND_DEPENDANTS | {SUMMARY}),  # notebook 00's code, so its dependants' upstream
