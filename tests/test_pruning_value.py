@@ -133,3 +133,28 @@ def test_speedup_table_divides_by_the_mac_reduction():
     assert table.loc["P", "mac_reduction"] == 2 and table.loc["P", "speedup_b1"] == pytest.approx(1.25)
     assert table.loc["P", "speedup_over_mac_b1"] == pytest.approx(0.625)
     assert np.isclose(table.loc["L", "speedup_over_mac_b1"], 1)
+
+
+def test_fit_runs_fractional_epochs_and_the_constant_fine_tuning_rate():
+    """FT trains epochs × ft_fraction (a fraction of a pass is allowed) at a constant rate."""
+    import torch
+    from compstudy import data, train
+    from compstudy.models import cifar as cm
+
+    ds = data.ImageSet("t", torch.randint(0, 255, (32, 3, 32, 32), dtype=torch.uint8),
+                       torch.arange(32) % 10, tuple("abcdefghij"))
+    loader = data.make_loader(ds, 8, shuffle=True)  # 4 batches per pass
+    steps = []
+    train.fit(cm.resnet(10, 20, 0.25), loader, train.FitSettings(epochs=1.5, lr=0.01, schedule="constant"),
+              after_step=lambda: steps.append(1), progress=False)
+    assert len(steps) == 6
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    constant = train.warmup_cosine(optimizer, 10, warmup_steps=2, anneal=False)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        constant.step()
+    assert rates[:3] == [0.5, 1.0, 1.0] and rates[-1] == 1.0
+    with pytest.raises(ConfigError, match="unknown schedule 'step'"):
+        train.FitSettings(epochs=1, lr=0.1, schedule="step")
