@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 
+import pandas as pd
 import torch
 
-from compstudy import cifar_models as cm
-from compstudy import config, metrics, structured
+from compstudy import config, metrics
+from compstudy.methods import structured
+from compstudy.models import cifar as cm
 from compstudy.seeding import seed_everything
+from compstudy.studies.pruning_value import speedup_table
 
 
 def models(width_scale: float) -> dict[str, tuple[str, torch.nn.Module]]:
@@ -26,15 +29,16 @@ def models(width_scale: float) -> dict[str, tuple[str, torch.nn.Module]]:
     vgg = cm.vgg(10, "vgg16", vgg_w).eval()
     res = cm.resnet(10, depth, res_w).eval()
     out = {"VGG-16": ("VGG-16", vgg), f"ResNet-{depth}": (f"ResNet-{depth}", res)}
-    out["VGG-16-A"] = ("VGG-16", structured.prune_vgg(vgg, structured.vgg_l1_keep(vgg, p["vgg_layer_ratios"])))
-    for variant, ratios in {"A": [0.1, 0.1, 0.1], "B": [0.6, 0.3, 0.1]}.items():
-        skip = structured.resnet56_skip_blocks(structured.RESNET56_SKIP_IDS[variant], depth)
-        out[f"ResNet-{depth}-{variant}"] = (f"ResNet-{depth}", structured.prune_resnet(
-            res, structured.resnet_l1_keep(res, ratios, skip)))
+    floor = p["min_channels"]
+    out["VGG-16-A"] = ("VGG-16", structured.prune_vgg(vgg, structured.vgg_l1_keep(
+        vgg, p["vgg_layer_ratios"], floor)))
+    for variant in structured.LI_STAGE_RATIOS:
+        out[f"ResNet-{depth}-{variant}"] = (f"ResNet-{depth}", structured.li_resnet(
+            res, variant, p["resnet_stage_ratios"].get(variant), floor))
     slim_src = cm.vgg(10, "vgg16", vgg_w).eval()
     for i, (_, bn) in enumerate(slim_src.conv_bn_pairs()):  # deeper layers more prunable, as found
         bn.weight.data = torch.rand(bn.num_features) * (1.0 - 0.06 * i)
-    slim = structured.prune_vgg(slim_src, structured.slimming_keep(slim_src, p["slim_ratio"]))
+    slim = structured.prune_vgg(slim_src, structured.slimming_keep(slim_src, p["slim_ratio"], floor))
     out[f"VGG-16 slimmed {round(100 * p['slim_ratio'])}%"] = ("VGG-16", slim)
     out["VGG-16 uniform (params of slimmed)"] = ("VGG-16", structured.uniform_vgg_like(
         10, metrics.count_parameters(slim), vgg_w).eval())
@@ -52,9 +56,13 @@ def main() -> None:
     batches = [1, 64]
     rows = []
     for name, (large, model) in models(args.width_scale).items():
-        rows.append({"model": name, "large": large} | structured.measure_speed(
-            model, batches, args.min_run_time, num_threads=args.threads))
-    table = structured.speedup_table(__import__("pandas").DataFrame(rows), batches)
+        row = {"model": name, "large": large, "params": metrics.count_parameters(model),
+               "macs": metrics.count_macs(model)}
+        for b in batches:
+            row[f"latency_ms_b{b}"] = metrics.measure_latency(
+                model, b, num_threads=args.threads, min_run_time=args.min_run_time)["median_ms"]
+        rows.append(row)
+    table = speedup_table(pd.DataFrame(rows), batches)
     print(f"threads={args.threads}, width scale={args.width_scale}")
     print(f"{'model':<36}{'MACs (M)':>10}{'MAC red.':>10}" + "".join(
         f"{'speed-up b' + str(b):>14}{'ratio b' + str(b):>10}" for b in batches))

@@ -13,187 +13,215 @@
 # %% [markdown]
 # # 02 · Rethinking the value of network pruning
 #
-# Liu et al. (ICLR 2019) train a large network, prune it, fine-tune the survivors (**FT**), and
-# compare with the *same pruned architecture* trained from a fresh random initialisation, for
-# as many epochs as the large model (**Scratch-E**) or for the same compute (**Scratch-B**:
-# epochs × MACs(large)/MACs(pruned), capped at 2×). Three method families: predefined
-# structured (L1-norm filter pruning of VGG-16-A and ResNet-A/B), automatic structured
-# (network slimming) and unstructured (global weight magnitude). All models are CIFAR-style
-# networks trained from scratch here. The main run's CIFAR-10 stand-in is scikit-learn's
-# handwritten `digits` (10 classes, all 1,257 training images, the whole 540-image test
-# split), on which these small networks train reliably; the runs `source10` (the suite's
-# source images labelled by style, 10 classes) and `source100` (the 100-class source task, the
-# CIFAR-100 stand-in) train L1 VGG-16-A on the suite's own source data; `paper` runs CIFAR-10
-# and CIFAR-100.
+# Liu et al. (ICLR 2019) train a large network, prune it and fine-tune the survivors (**FT**),
+# and compare with the *same pruned architecture* trained from a fresh random initialisation,
+# for as many epochs as the large model (**Scratch-E**) or for the same compute (**Scratch-B**:
+# epochs × MACs(large)/MACs(pruned), capped at 2×). Three families: predefined structured
+# pruning (L1-norm filters: VGG-16-A, ResNet-A/B), automatic structured pruning (network
+# slimming) and unstructured magnitude pruning. Here on the JPEG copy of CIFAR-10 at 32 px,
+# with CIFAR VGG-16 and ResNet-20 narrowed to fit a CPU; a training-budget curve shows how far
+# these budgets are from the converged regime the paper studies, and the mirror's converged
+# ResNet-56 is pruned to Li et al.'s ResNet-56-A/B beside the paper's table.
 
 # %% tags=["parameters"]
 profile = "cpu"  # smoke | cpu | paper (set by the runner)
 run = "main"  # name of the config file (set by the runner)
-seed = 0  # data seed; the model seeds are `seeds`
-dataset = "digits"  # 10 classes, the CIFAR-10 stand-in; "source10" / "source" are the suite's own
-train_per_class = -1  # generated sets: images per class; real sets: a seeded subset (-1: all)
-test_per_class = 60  # generated sets only; real sets use their whole test split
-seeds = [0, 1, 2]
+seed = 0  # data seed: which training images; the model seeds are `seeds`
+dataset = "cifar10"  # the JPEG copy of CIFAR-10 (32 px)
+train_per_class = 1000  # a seeded subset of the training split: 10,000 images
+test_per_class = -1  # -1: the whole test split (10,000 images)
+seeds = [0, 1, 2]  # model seeds: each fixes a large model and the runs pruned from it
 methods = ["l1_vgg", "l1_resnet", "slimming", "unstructured"]
 regimes = ["finetune", "scratch_e", "scratch_b"]
-vgg_width = 0.125  # width multiplier of VGG-16; 1.0 gives 64 to 512 channels
+vgg_width = 0.125  # width multiplier of VGG-16: 8 to 64 channels
 resnet_depth = 20  # 6n+2; the paper's is 56
-resnet_width = 0.5  # width multiplier of the 16/32/64 stages
-vgg_layer_ratios = [0.5, 0, 0, 0, 0, 0, 0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]  # VGG-16-A
-resnet_stage_ratios = {"B": [0.6, 0.3, 0.1]}  # paper profile adds "A": [0.1, 0.1, 0.1]
-slim_lambda = 0.001  # λ of the BN-scale L1 penalty (paper: 1e-4 for VGG over 160 epochs)
-slim_ratio = 0.5  # fraction of BN channels removed by the global threshold
-unstructured_sparsity = 0.6  # fraction of conv weights masked (paper script default)
-uniform_check = True  # train a uniformly thinned VGG with the slimmed model's parameters
-base_epochs = 10  # 390 steps: VGG-16 reaches about 95 % on digits
-base_lr = 0.05
-base_schedule = "step"  # ×0.1 at 50 % and 75 % (paper)
-ft_epochs = 3  # about a quarter of base_epochs, as 40 of 160 in the paper
+resnet_width = 0.25  # width multiplier of the 16/32/64 stages: 4/8/16
+vgg_layer_ratios = [0.5, 0, 0, 0, 0, 0, 0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]  # Li et al.'s VGG-16-A
+resnet_stage_ratios = {"B": [0.6, 0.3, 0.1]}  # Li et al.'s ResNet-56-B; "A": [0.1, 0.1, 0.1]
+min_channels = 2  # floor on the channels a pruned layer keeps (Li et al.: 1)
+slim_lambda = 0.003  # λ of the BN-scale L1 penalty (pilot: 0.01 zeroes nearly every scale, 0.001 too few)
+slim_ratio = 0.4  # fraction of BN channels removed by the global threshold (pilot: about the share near zero)
+unstructured_sparsity = 0.6  # fraction of conv weights masked (the paper's script default)
+uniform_check = True  # train a uniformly thinned VGG-16 with the slimmed model's parameters
+epochs = 8  # the large model's epochs (E); Scratch-E trains E, Scratch-B E·min(MAC ratio, cap)
+lr = 0.1  # peak SGD rate (Nesterov, momentum 0.9) of the large and scratch models
+warmup_epochs = 1.0  # linear warm-up, then cosine to 0
+weight_decay = 0.0005
+batch_size = 64
+ft_fraction = 0.25  # FT trains epochs × ft_fraction (the paper: 40 of 160)
 ft_lr = 0.001  # constant, as in the paper's CIFAR fine-tuning
-ft_schedule = "constant"
-weight_decay = 0.0001
-batch_size = 32  # 39 steps per epoch on 1,257 images
-scratch_b_cap = 2.0
+scratch_b_cap = 2.0  # at most 2E epochs for Scratch-B (the paper's ImageNet cap)
+budget_epochs = [2, 4, 16]  # extra large-model budgets of the training-budget curve (E is added)
+budget_seeds = [0]  # seeds of the extra budgets (E has all seeds)
+equivalence_margin = 2.0  # points: a difference inside ± this counts as "no difference"
+converged_check = True  # the mirror's converged ResNet-56 → Li et al.'s A/B → brief JPEG FT
+converged_ft_per_class = 200  # JPEG training images per class of the brief fine-tuning
+converged_test_per_class = 200  # JPEG test images per class of the converged check
+converged_ft_lr = 0.001
+converged_weight_decay = 0.0001
+measure_speed = True  # CPU latency of every structured model of the first seed
 latency_batches = [1, 64]
 latency_min_run_time = 0.3  # seconds of timing per model and batch size
-measure_speed = True
 
 # %%
-import json
-
 import matplotlib.pyplot as plt
-import pandas as pd
 import seaborn as sns
 from IPython.display import display
+from myst_nb import glue
 
-from compstudy import plots, structured
-from compstudy.results import RunStore
+from compstudy import claims, plots, scale
 from compstudy.seeding import seed_everything
-from compstudy.studies.pruning_value import Config
+from compstudy.studies import pruning_value as study
 
-cfg = Config.resolve(globals())
+cfg = study.Config.resolve(globals())
 seed_everything(cfg.seed)
 plots.set_style()
 display(cfg.as_table())
-
-# %%
-structured.validate_config(cfg.params)  # every user-fixable mistake stops here, before training
-study = structured.Study(cfg.params)
-print(f"{cfg.dataset}: {len(study.train_set)} train / {len(study.test_set)} test images, "
-      f"{study.num_classes} classes; pruned models: {study.targets()}")
+results = study.run(cfg)
+glue("train_images", results.train_images, display=False)
+glue("test_images", results.test_images, display=False)
+glue("n_seeds", len(cfg.seeds), display=False)
+glue("epochs", cfg.epochs, display=False)
+scale.record_scale(
+    cfg, models=[t.label for t in results.targets.values()], resolution=32, targets=[cfg.dataset],
+    budgets={"large-model epochs": cfg.epochs, "FT epochs": cfg.epochs * cfg.ft_fraction,
+             "training images": results.train_images, "budget-curve epochs": cfg.budget_epochs,
+             "converged-check FT images": cfg.converged_ft_per_class * 10 if cfg.converged_check else 0},
+    seeds=cfg.seeds, test_images_per_target={cfg.dataset: results.test_images})
 
 # %% [markdown]
-# ## The sweep
+# ## The main table
 #
-# One row per (method, architecture, regime, seed). Large models are trained once per seed and
-# cached under `artifacts/02_pruning_value/` (keyed by everything that determines them); each
-# finished row is written at once, so an interrupted run resumes where it stopped.
+# Test accuracy (%) on the JPEG test split, mean ± sd over the seeds, with the paper's row
+# under ours. The paper's numbers are full-width networks trained to convergence on the
+# original CIFAR-10 (ImageNet for unstructured): compare the pattern across the columns, not
+# the level. A seed fixes a large model; its FT inherits that model's weights, its Scratch-E/B
+# take the architecture pruned from it.
 
 # %%
-store = RunStore(cfg.results_dir, key=["method", "arch", "regime", "seed"])
-for unit in store.pending(study.units()):
-    store.add(dict(unit) | study.run(unit))
-runs = store.frame
-display(runs.drop(columns=["widths"]).round(3))
+table = study.main_table(results)
+display(table)
+glue("main_table", table, display=False)
+spread = study.unpruned_spread(results)
+display(spread.round(2))
+for target, row in spread.iterrows():
+    glue(f"unpruned_sd_{target}", float(row["sd"]), display=False)
+    glue(f"unpruned_mean_{target}", float(row["mean"]), display=False)
+glue("unpruned_sd_max", float(spread["sd"].max()), display=False)
 
 # %% [markdown]
-# ## Tables in the paper's form
-#
-# Test accuracy (%), mean ± std over the seeds, one table per method family, with the
-# paper's row (papers.md §2.3) under ours. The paper's numbers are CIFAR-10 (ImageNet for
-# unstructured) at full scale: compare the *pattern* across columns, not the level.
+# Paired differences between regimes (same seed), in points, with the 95 % t-interval over
+# seeds. Before fine-tuning, a pruned model has lost much of its large model's accuracy
+# (`accuracy_before_ft`); FT at the paper's small constant rate recovers it only partly in
+# this short regime.
+
+# %% tags=["hide-output"]
+diffs = study.differences(results)
+display(diffs.round(2))
+sb_ft = diffs[diffs.comparison == "Scratch-B − FT"]
+glue("sb_ft_half_width_max", float(sb_ft.half_width.max()), display=False)
+before = results.runs[results.runs.regime == "finetune"].groupby("label").accuracy_before_ft.mean()
+display(before.round(1))
 
 # %%
-for method in cfg.methods:
-    print(method)
-    display(structured.paper_form_table(runs, study, method))
-
-# %% [markdown]
-# Paired differences between regimes (same seed), in accuracy points, with the standard
-# error over seeds: a difference within about two standard errors is "within noise".
-
-# %%
-differences = structured.regime_differences(runs)
-display(differences.round(2))
-
-# %% [markdown]
-# ## Accuracy versus MACs for the three regimes
-#
-# Unstructured models are placed at their nonzero-conv MACs (the paper's count); they
-# keep dense shapes and run no faster.
-
-# %%
-summary = (runs.groupby(["method", "arch", "regime"], as_index=False)
-           .agg(accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"), macs=("macs", "mean")))
-fig, axes = plt.subplots(1, len(cfg.methods), figsize=(3.6 * len(cfg.methods), 3.4), squeeze=False)
-for ax, method in zip(axes[0], cfg.methods):
-    part = summary[summary.method == method]
-    for regime, group in part.groupby("regime"):
-        ax.errorbar(group.macs / 1e6, 100 * group.accuracy, yerr=100 * group.accuracy_std.fillna(0),
-                    fmt="o", capsize=3, label=structured.REGIME_COLUMNS[regime])
-    ax.set(title=method, xlabel="MACs (M)", ylabel="test accuracy (%)")
-axes[0][-1].legend(fontsize=8, loc="lower right")
-fig.suptitle(f"{cfg.dataset}, mean ± std over seeds {cfg.seeds}", y=1.02)
-plots.save_figure(fig, cfg.figures_dir / "accuracy_vs_macs.png")
+fig = study.regimes_figure(results)
+plots.save_figure(fig, cfg.figures_dir / "regimes.png")
+glue("regimes_figure", fig, display=False)
 plt.show()
 
 # %% [markdown]
-# ## What network slimming keeps, layer by layer
+# ## The training-budget curve
 #
-# Kept conv widths of the slimmed VGG-16 (one line per seed) beside the uniformly thinned VGG-16
-# with the same number of parameters and the unpruned widths.
+# FT and Scratch-B of VGG-16-A, and the large VGG-16 they come from, against the large
+# model's budget: FT trains a quarter of it at the small constant rate, Scratch-B 1.5× it
+# (MAC ratio). The dotted line marks the main runs' budget (all seeds); the others have
+# `budget_seeds`. The paper's claim is about the converged regime, at the right of this axis.
 
 # %%
-if "slimming" in cfg.methods:
-    width_rows = []
-    for _, r in runs[runs.method == "slimming"].iterrows():
-        name = {"unpruned": "unpruned", "finetune": "slimmed", "uniform_e": "uniform (equal params)"}.get(r.regime)
-        if name is not None:
-            width_rows += [{"layer": i + 1, "width": w, "model": name, "seed": r.seed}
-                           for i, w in enumerate(json.loads(r.widths))]
-    widths = pd.DataFrame(width_rows)
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+curve = study.budget_curve(results)
+gaps = study.budget_gaps(results)
+display(curve.round(2))
+display(gaps.round(2))
+fig = study.budget_figure(results, cfg.epochs)
+plots.save_figure(fig, cfg.figures_dir / "budget_curve.png")
+glue("budget_figure", fig, display=False)
+glue("budget_table", curve.pivot_table(index="budget", columns="regime", values="mean").round(2),
+     display=False)
+glue("budget_crossover", study.crossover(gaps), display=False)
+glue("budget_gap_min", float(gaps.gap.min()) if len(gaps) else float("nan"), display=False)
+glue("budget_gap_max", float(gaps.gap.max()) if len(gaps) else float("nan"), display=False)
+plt.show()
+
+# %% [markdown]
+# ## What network slimming keeps
+#
+# |γ| of the BN channels of the plain and the sparsity-trained VGG-16 (first seed): the penalty
+# pushes most scales towards zero, so one global threshold separates the channels it keeps.
+# Below, the kept widths per layer (one line per seed) beside the uniformly thinned VGG-16
+# with the same parameters.
+
+# %%
+if not results.gammas.empty:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    sns.histplot(data=results.gammas, x="gamma", hue="model", bins=40, ax=axes[0], element="step")
+    axes[0].set(xlabel="|γ| of a conv BN channel")
+    widths = study.widths_frame(results)
     sns.lineplot(data=widths, x="layer", y="width", hue="model", units="seed", estimator=None,
-                 marker="o", ax=ax)
-    ax.set(xlabel="conv layer of VGG-16", ylabel="channels", xticks=range(1, 14),
-           title=f"slimming {cfg.slim_ratio:.0%} (λ = {cfg.slim_lambda}) vs uniform thinning")
-    plots.save_figure(fig, cfg.figures_dir / "slimming_widths.png")
+                 marker="o", ax=axes[1])
+    axes[1].set(xlabel="conv layer of VGG-16", ylabel="channels", xticks=range(1, 14))
+    plots.save_figure(fig, cfg.figures_dir / "slimming.png")
+    glue("slimming_figure", fig, display=False)
     plt.show()
-    display(widths.pivot_table(index="layer", columns="model", values="width", aggfunc="mean").T.round(1))
 
 # %% [markdown]
-# ## Measured speed-up versus MAC reduction (structured models only)
+# ## The converged-model check
 #
-# CPU latency with the thread count fixed, at batch 1 and a throughput batch, of every
-# structured model of the first seed (random inputs; `torch.utils.benchmark`, median over
-# blocks). A point on the diagonal turns every saved MAC into time.
+# The mirror's ResNet-56, trained to convergence on the original CIFAR-10 (akamaster), pruned
+# by L1 norm to Li et al.'s ResNet-56-A and -B and fine-tuned for one pass over a small JPEG
+# training subset; the unpruned model fine-tuned the same way is the control, since fine-tuning
+# on JPEG images also adapts any model to the JPEG domain. Accuracies on JPEG test images.
 
 # %%
-if cfg.measure_speed:
-    speed_store = RunStore(cfg.results_dir / "speed", key=["model"])
-    models_to_time = study.structured_models(cfg.seeds[0])
-    for unit in speed_store.pending([{"model": name} for name in models_to_time]):
-        large_label, model = models_to_time[unit["model"]]
-        speed_store.add(unit | {"large": large_label} | structured.measure_speed(
-            model, cfg.latency_batches, cfg.latency_min_run_time))
-    speed = structured.speedup_table(speed_store.frame, cfg.latency_batches)
-    display(speed.round(3))
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for b in cfg.latency_batches:
-        ax.scatter(speed.mac_reduction, speed[f"speedup_b{b}"], label=f"batch {b}")
-    top = max(speed.mac_reduction.max(), *(speed[f"speedup_b{b}"].max() for b in cfg.latency_batches)) * 1.1
-    ax.plot([0, top], [0, top], "k--", lw=1, label="speed-up = MAC reduction")
-    for _, r in speed.iterrows():
-        ax.annotate(r.model, (r.mac_reduction, r[f"speedup_b{cfg.latency_batches[-1]}"]), fontsize=7)
-    ax.set(xlabel="MAC reduction (×)", ylabel="measured CPU speed-up (×)", xlim=(0.8, top), ylim=(0, top))
-    ax.legend(fontsize=8)
-    plots.save_figure(fig, cfg.figures_dir / "speedup_vs_macs.png")
-    plt.show()
+if cfg.converged_check:
+    converged = study.converged_table(results.converged)
+    display(converged.set_index("architecture").round(2))
+    glue("converged_table", converged.set_index("architecture").round(2), display=False)
+    for model, row in converged.iterrows():
+        glue(f"converged_{model}_before", float(row["before FT (%)"]), display=False)
+        glue(f"converged_{model}_after", float(row["after JPEG FT (%)"]), display=False)
+        glue(f"converged_{model}_vs_control", float(row["after FT − FT control (points)"]), display=False)
+    glue("converged_test_images", results.converged_test_images, display=False)
 
 # %% [markdown]
-# Unstructured models, by contrast, are reported by their nonzero parameters only:
+# ## Measured speed-up versus MAC reduction
+#
+# CPU latency (2 threads, `torch.utils.benchmark` median) of every structured model of the
+# first seed at batch 1 and a throughput batch. A ratio of 1 turns every saved MAC into time.
+# Unstructured models keep dense shapes and are never timed as faster.
 
 # %%
-sparse = runs[(runs.method == "unstructured")]
-if not sparse.empty:
-    display(sparse.groupby(["arch", "regime"])[["params", "nonzeros", "macs", "epochs"]].mean().round(0))
+if not results.speed.empty:
+    speed = results.speed[results.speed.model != results.speed.large].set_index("model")
+    display(speed.round(2))
+    glue("speed_table", speed[["mac_reduction", *(f"speedup_over_mac_b{b}" for b in cfg.latency_batches)]]
+         .round(2), display=False)
+
+# %% [markdown]
+# ## Claims
+#
+# Each claim of the paper's sections 4-5 that this run can test: "Scratch-B ≥ FT" as a
+# directional test of Scratch-B − FT, "≈" as an equivalence test within ± the margin, pooled
+# claims with each (architecture, seed) as a unit.
+
+# %%
+display(claims.claims_table(results.claims))
+claims.glue_claims(results.claims)
+glue("equivalence_margin", cfg.equivalence_margin, display=False)
+
+# %% [markdown]
+# CPU seconds spent training, per model and regime (measured when each model was trained).
+
+# %% tags=["hide-output"]
+costs = study.cost_table(results)
+display(costs.round(1))
+glue("train_cpu_total", float(costs.train_cpu_s.sum()), display=False)

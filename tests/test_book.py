@@ -27,9 +27,6 @@ from compstudy.studies import summary
 from conftest import REPO, build_book, run_all
 
 PAGES = [REPO / "book" / "intro.md", *sorted((REPO / "book" / "chapters").glob("*.md"))]
-BEING_REWRITTEN = {  # the lead removes a mark when the chapter's page glues its numbers
-    "02_pruning_value": "chapter 02 (pruning value) is being rewritten on real CIFAR-10, issue 14",
-}
 
 # ----------------------------------------------------------------------------- lint rule
 
@@ -124,9 +121,7 @@ def test_the_rule_allows_glue_code_math_citations_and_the_papers_column():
     assert result_numbers(page) == []
 
 
-@pytest.mark.parametrize("page", [
-    pytest.param(p, marks=pytest.mark.xfail(reason=BEING_REWRITTEN[p.stem], strict=False))
-    if p.stem in BEING_REWRITTEN else p for p in PAGES], ids=lambda p: p.stem)
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.stem)
 def test_pages_type_no_result_number(page):
     found = result_numbers(page.read_text())
     assert not found, f"{page.relative_to(REPO)} types results (glue them): {found}"

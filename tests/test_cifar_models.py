@@ -1,10 +1,11 @@
-"""CIFAR VGG / ResNet of chapter 2: layouts, width multiplier, rebuild from spec, save/load."""
+"""CIFAR VGG / ResNet of chapter 2: layouts, width multiplier, rebuild from spec, save/load, and the
+converged akamaster ResNet-56 checkpoint of the mirror."""
 
 import pytest
 import torch
 
-from compstudy import cifar_models as cm
-from compstudy import metrics
+from compstudy import assets, data, metrics, train
+from compstudy.models import cifar as cm
 from compstudy.errors import ConfigError
 
 
@@ -69,3 +70,35 @@ def test_rebuild_from_width_config():
     net = cm.build(spec)
     assert [b.conv1.out_channels for b in net.blocks] == [3, 4, 5, 6, 7, 8, 9, 10, 11]
     assert net(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_models_carry_their_input_normalisation():
+    net = cm.resnet(10, 20, 0.25)
+    assert net.pretrained_cfg["mean"] == cm.CIFAR_MEAN and net.pretrained_cfg["input_size"] == (3, 32, 32)
+    rebuilt = cm.build(net.spec | {"mean": list(cm.IMAGENET_MEAN), "std": list(cm.IMAGENET_STD)})
+    assert rebuilt.pretrained_cfg["std"] == cm.IMAGENET_STD
+
+
+def _mirror_has(name):
+    try:
+        assets.fetch(name)
+    except Exception:  # AssetError offline without a mirror
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _mirror_has("cifar10_resnet56"), reason="the mirror's ResNet-56 is not here")
+def test_akamaster_resnet56_loads_the_stored_architecture_and_classifies_jpeg_cifar10():
+    model = cm.akamaster_resnet(56)
+    assert model.spec["depth"] == 56 and model.spec["stage_widths"] == [16, 32, 64]
+    assert model.spec["inner_widths"] == [16] * 9 + [32] * 9 + [64] * 9
+    assert metrics.count_parameters(model) == 853_018
+    assert model.pretrained_cfg["mean"] == cm.IMAGENET_MEAN and model.pretrained_cfg["best_prec1"] > 93
+    test = data.few_shot(data.load_dataset("cifar10", "test"), 50, seed=0)  # 500 JPEG test images
+    accuracy = train.evaluate(model, data.make_loader(test, 250, shuffle=False))["accuracy"]
+    assert accuracy >= 0.75, accuracy  # 84 % on 2,000 (mirror README); 93.6 % on the PNG originals
+
+
+def test_akamaster_depths_are_checked():
+    with pytest.raises(ConfigError, match="unknown akamaster CIFAR-10 ResNet depth 32"):
+        cm.akamaster_resnet(32)

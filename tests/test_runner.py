@@ -223,14 +223,16 @@ def test_keys_are_deterministic_and_distinct(study_copy):
     ("methods/petl.py", {"03_sls"}),
     ("methods/depgraph.py", {"03_sls"}),
     ("studies/sls.py", {"03_sls"}),
-    ("structured.py", {"02_pruning_value"}),
-    ("cifar_models.py", {"02_pruning_value"}),
+    ("methods/structured.py", {"02_pruning_value"}),
+    ("studies/pruning_value.py", {"02_pruning_value"}),
+    ("models/cifar.py", {"02_pruning_value"}),
     ("methods/prompting.py", {"01_hidden_cost"}),
     ("methods/sparse_training.py", {"01_hidden_cost"}),
     ("methods/quantization.py", {"01_hidden_cost"}),
     ("studies/hidden_cost.py", {"01_hidden_cost"}),
-    ("zoo.py", UPSTREAM_AND_DEPENDANTS | {SUMMARY}),  # notebook 00's code, so its dependants' upstream
-    ("data.py", UPSTREAM_AND_DEPENDANTS | {"02_pruning_value", SUMMARY}),
+    ("studies/upstream.py", UPSTREAM_AND_DEPENDANTS | {SUMMARY}),  # notebook 00's code: its dependants' upstream
+    ("models/upstream.py", UPSTREAM_AND_DEPENDANTS | {SUMMARY}),
+    ("data/real.py", UPSTREAM_AND_DEPENDANTS | {"02_pruning_value", SUMMARY}),
 ])
 def test_editing_one_chapters_module_reruns_that_chapter_only(study_copy, module, expected):
     before = keys(study_copy)

@@ -24,6 +24,7 @@ from . import models
 from .errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adamw", "adam")
+SCHEDULES = ("cosine", "constant")
 
 
 def progress_bar(total: int, desc: str, progress: bool = True) -> tqdm:
@@ -36,8 +37,10 @@ class FitSettings:
     """Hyper-parameters of :func:`fit`.
 
     Args:
-        epochs: passes over the training loader.
-        lr: peak learning rate; after the warm-up it is cosine-annealed to 0.
+        epochs: passes over the training loader; a fraction ends the last pass early
+            (``round(epochs * batches per pass)`` optimiser steps in all, at least one).
+        lr: peak learning rate; after the warm-up it is cosine-annealed to 0, or kept
+            (``schedule="constant"``, the constant-rate fine-tuning of Liu et al. 2019).
         optimizer: ``sgd`` (momentum 0.9, Nesterov), ``adamw`` or ``adam``.
         weight_decay: decoupled for AdamW, L2 for SGD.
         label_smoothing: of the cross-entropy.
@@ -54,13 +57,17 @@ class FitSettings:
     label_smoothing: float = 0.0
     patience: int | None = None
     warmup_epochs: float = 0.0
+    schedule: str = "cosine"
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; valid choices: "
                               + ", ".join(OPTIMIZERS))
-        if self.epochs < 1 or self.lr <= 0:
-            raise ConfigError(f"epochs must be >= 1 and lr > 0, got {self.epochs}, {self.lr}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; valid choices: "
+                              + ", ".join(SCHEDULES))
+        if not self.epochs > 0 or self.lr <= 0:
+            raise ConfigError(f"epochs and lr must be > 0, got {self.epochs}, {self.lr}")
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise ConfigError(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
 
@@ -74,11 +81,14 @@ def make_optimizer(params, settings: FitSettings) -> torch.optim.Optimizer:
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
-                  warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``warmup_steps``, then cosine annealing to 0 at ``total_steps``."""
+                  warmup_steps: int = 0, anneal: bool = True) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_steps``, then cosine annealing to 0 at ``total_steps``
+    (``anneal=False``: the rate stays at its peak after the warm-up)."""
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
+        if not anneal:
+            return 1.0
         progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -138,14 +148,18 @@ def fit(model: nn.Module, train_loader: DataLoader, settings: FitSettings,
     loss_fn = loss_fn or cross_entropy_loss(settings.label_smoothing)
     params = list(model.parameters() if params is None else params)
     optimizer = make_optimizer(params, settings)
-    total = settings.epochs * len(train_loader)
-    scheduler = warmup_cosine(optimizer, total, round(settings.warmup_epochs * len(train_loader)))
-    rows, best, best_state, stale = [], -1.0, None, 0
+    total = max(1, round(settings.epochs * len(train_loader)))
+    scheduler = warmup_cosine(optimizer, total, round(settings.warmup_epochs * len(train_loader)),
+                              anneal=settings.schedule == "cosine")
+    rows, best, best_state, stale, step = [], -1.0, None, 0, 0
     bar = progress_bar(total, desc, progress)
-    for epoch in range(1, settings.epochs + 1):
+    for epoch in range(1, math.ceil(total / len(train_loader)) + 1):
         model.train()
         loss_sum = correct = seen = 0
         for images, targets in train_loader:
+            if step == total:
+                break
+            step += 1
             loss, logits = loss_fn(model, models.adapt_input(model, images), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -19,6 +19,13 @@ saved as ``spec + state dict`` and never as a pickle (:func:`save_model`, :func:
 
 Initialisation follows the paper's scratch runs: Kaiming normal with fan-out
 (std = sqrt(2 / (k²·C_out))), BN γ = :data:`BN_GAMMA_INIT` and β = 0, Linear N(0, 0.01).
+
+Every model carries its input normalisation in ``pretrained_cfg`` (32 px; the mean/std of the
+spec, by default :data:`CIFAR_MEAN` / :data:`CIFAR_STD` of the paper's CIFAR code), so
+``models.adapt_input`` turns a [0, 1] loader batch into what it was trained on.
+:func:`akamaster_resnet` loads the CIFAR-10 ResNets of Idelbayev's
+``pytorch_resnet_cifar10`` (trained to convergence on the original CIFAR-10), which were
+trained on inputs normalised with the ImageNet mean/std.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import assets
 from ..errors import ConfigError, unknown_choice
 from ..results import atomic_write_bytes
 
@@ -44,6 +52,19 @@ VGG_HIDDEN = 512
 RESNET_STAGE_WIDTHS = (16, 32, 64)
 ARCHITECTURES = ("vgg", "resnet")
 BN_GAMMA_INIT = 0.5  # network-slimming code; with the small budgets here it also trains a bit faster
+# Normalize() of the paper's CIFAR scripts (Liu et al. 2019, cifar/*/main*.py)
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+AKAMASTER_DEPTHS = (20, 56)  # the checkpoints the asset manifest lists
+
+
+def _normalised(model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+    """Record the input normalisation in ``model.spec`` and ``model.pretrained_cfg``."""
+    model.spec.update(mean=[float(v) for v in mean], std=[float(v) for v in std])
+    model.pretrained_cfg = {"input_size": (3, 32, 32), "mean": tuple(model.spec["mean"]),
+                            "std": tuple(model.spec["std"]), "interpolation": "bilinear"}
 
 
 def _scaled(width: int, multiplier: float) -> int:
@@ -56,7 +77,8 @@ def _scaled(width: int, multiplier: float) -> int:
 class CifarVGG(nn.Module):
     """VGG for 32×32 inputs built from a layout list of widths and ``"M"`` (max-pool)."""
 
-    def __init__(self, layout: Sequence, num_classes: int, hidden: int = VGG_HIDDEN):
+    def __init__(self, layout: Sequence, num_classes: int, hidden: int = VGG_HIDDEN,
+                 mean: Sequence[float] = CIFAR_MEAN, std: Sequence[float] = CIFAR_STD):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 3
@@ -73,6 +95,7 @@ class CifarVGG(nn.Module):
                                         nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
         self.spec = {"arch": "vgg", "layout": list(layout), "num_classes": num_classes,
                      "hidden": hidden}
+        _normalised(self, mean, std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.features(x))
@@ -147,7 +170,8 @@ class CifarResNet(nn.Module):
     """CIFAR ResNet-(6n+2): stem, 3 stages of n basic blocks, average pool, Linear."""
 
     def __init__(self, depth: int, num_classes: int, stage_widths: Sequence[int],
-                 inner_widths: Sequence[int] | None = None):
+                 inner_widths: Sequence[int] | None = None, mean: Sequence[float] = CIFAR_MEAN,
+                 std: Sequence[float] = CIFAR_STD):
         super().__init__()
         n = blocks_per_stage(depth)
         inner = list(inner_widths) if inner_widths is not None else [
@@ -166,6 +190,7 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(c_in, num_classes)
         self.spec = {"arch": "resnet", "depth": depth, "num_classes": num_classes,
                      "stage_widths": list(stage_widths), "inner_widths": inner}
+        _normalised(self, mean, std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
@@ -216,11 +241,12 @@ def build(spec: dict[str, Any]) -> nn.Module:
     """A freshly initialised model of ``spec`` (the ``.spec`` of a model built here)."""
     if spec.get("arch") not in ARCHITECTURES:
         raise unknown_choice("architecture", spec.get("arch"), ARCHITECTURES)
+    norm = {"mean": spec.get("mean", CIFAR_MEAN), "std": spec.get("std", CIFAR_STD)}
     if spec["arch"] == "vgg":
-        model = CifarVGG(spec["layout"], spec["num_classes"], spec["hidden"])
+        model = CifarVGG(spec["layout"], spec["num_classes"], spec["hidden"], **norm)
     else:
         model = CifarResNet(spec["depth"], spec["num_classes"], spec["stage_widths"],
-                            spec["inner_widths"])
+                            spec["inner_widths"], **norm)
     return init_weights(model)
 
 
@@ -253,3 +279,45 @@ def load_model(path: Path) -> tuple[nn.Module, dict]:
     model = build(payload["spec"])
     model.load_state_dict(payload["state_dict"])
     return model.eval(), payload.get("extra", {})
+
+
+# ----------------------------------------------------------------------------- converged checkpoints
+
+
+def _akamaster_key(key: str) -> str:
+    """``module.layer{s}.{b}.*`` → ``blocks.{n·(s−1)+b}.*`` (n set by the caller), ``linear`` → ``fc``."""
+    return key.removeprefix("module.").replace("linear.", "fc.", 1)
+
+
+def akamaster_resnet(depth: int = 56) -> CifarResNet:
+    """The converged CIFAR-10 ResNet-``depth`` of akamaster/pytorch_resnet_cifar10, in eval mode.
+
+    The checkpoint (``compstudy.assets.fetch("cifar10_resnet<depth>")``) is a dict with
+    ``best_prec1`` and a ``state_dict`` whose keys carry DataParallel's ``module.`` prefix;
+    its blocks are ``layer{s}.{b}`` and its classifier ``linear``. Its option-A shortcut pads
+    ``planes // 4`` zero channels on each side, as :class:`_ShortcutA` does for 16 → 32 → 64,
+    so the architecture is ours at width 1. The file has no BatchNorm ``num_batches_tracked``
+    buffers: every other tensor must load (strict), and only those may be missing. Inputs are
+    normalised with the ImageNet mean/std, as the checkpoint was trained
+    (``pretrained_cfg``); ``pretrained_cfg["best_prec1"]`` is the accuracy it stores.
+    """
+    if depth not in AKAMASTER_DEPTHS:
+        raise unknown_choice("akamaster CIFAR-10 ResNet depth", depth, AKAMASTER_DEPTHS)
+    payload = torch.load(assets.fetch(f"cifar10_resnet{depth}"), map_location="cpu",
+                         weights_only=True)
+    n = blocks_per_stage(depth)
+    state = {}
+    for key, value in payload["state_dict"].items():
+        key = _akamaster_key(key)
+        if key.startswith("layer"):
+            stage, block, rest = key.split(".", 2)
+            key = f"blocks.{n * (int(stage.removeprefix('layer')) - 1) + int(block)}.{rest}"
+        state[key] = value
+    model = CifarResNet(depth, 10, list(RESNET_STAGE_WIDTHS), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f"checkpoint cifar10_resnet{depth} does not match CIFAR ResNet-{depth}: "
+                           f"missing {missing}, unexpected {result.unexpected_keys}")
+    model.pretrained_cfg["best_prec1"] = float(payload["best_prec1"])
+    return model.eval()
