@@ -29,7 +29,7 @@ def test_every_yaml_of_every_profile_validates_against_its_notebook():
 def test_parameters_are_parsed_from_the_tagged_cell_without_executing():
     params = config.notebook_parameters("00_upstream")
     assert params["profile"] == "cpu" and params["run"] == "main"
-    assert isinstance(params["epochs"], dict)
+    assert isinstance(params["resolutions"], dict) and isinstance(params["targets"], list)
 
 
 @pytest.mark.parametrize("notebook", config.notebook_names())
@@ -52,10 +52,10 @@ def test_a_notebook_needs_exactly_one_parameters_cell():
 @pytest.mark.parametrize("overrides, message", [
     ({"no_such_key": 1}, "unknown config key"),
     ({"seed": "zero"}, "must be int"),
-    ({"batch_size": 1.5}, "must be int"),
+    ({"throughput_batch": 1.5}, "must be int"),
     ({"profile": "gpu"}, "unknown profile 'gpu'; valid choices: smoke, cpu, paper"),
-    ({"target_datasets": ["near", "imagenet22k"]}, "unknown dataset 'imagenet22k'"),
-    ({"zoo_models": ["resnet18", "resnet9000"]}, "unknown model 'resnet9000'"),
+    ({"targets": ["near", "imagenet22k"]}, "unknown targets value 'imagenet22k'"),
+    ({"upstream_models": ["deit_tiny", "resnet9000"]}, "unknown model 'resnet9000'"),
 ])
 def test_bad_overrides_raise_one_line_with_choices(overrides, message):
     with pytest.raises(ConfigError, match=message) as error:
@@ -65,7 +65,7 @@ def test_bad_overrides_raise_one_line_with_choices(overrides, message):
 
 def test_int_is_accepted_for_float_and_values_merge_over_defaults():
     merged = config.validate("00_upstream", {"seed": 3})
-    assert merged["seed"] == 3 and merged["batch_size"] == config.notebook_parameters("00_upstream")["batch_size"]
+    assert merged["seed"] == 3 and merged["throughput_batch"] == config.notebook_parameters("00_upstream")["throughput_batch"]
 
 
 def test_unknown_notebook_and_run_list_the_choices():
@@ -156,7 +156,8 @@ def test_the_type_checker(value, hint, ok):
     ("01_hidden_cost", {"compressed_methods": {"ilm": ["svhn"]}}, "compressed_methods['ilm'] names 'svhn'"),
     ("01_hidden_cost", {"kd_per_class": 2500}, "exceed proxy_per_class (2500)"),
     ("01_hidden_cost", {"shots": [0]}, "shots must be positive images per class, got 0"),
-    ("00_upstream", {"batch_size": 0}, "'batch_size' of notebook 00_upstream must lie in [1, inf], got 0"),
+    ("00_upstream", {"probe_train_per_class": 0},
+     "'probe_train_per_class' of notebook 00_upstream must lie in [1, inf], got 0"),
 ])
 def test_typed_configs_reject_bad_values_in_one_line(notebook, overrides, message):
     with pytest.raises(ConfigError) as error:

@@ -1,11 +1,13 @@
 """compstudy: the library behind the reproducible neural-network compression study.
 
-The notebooks under ``notebooks/`` stay thin and call into this package: data suite
-(:mod:`compstudy.data`), models and the upstream zoo (:mod:`compstudy.models`,
-:mod:`compstudy.zoo`), training (:mod:`compstudy.train`), metrics
-(:mod:`compstudy.metrics`), configuration (:mod:`compstudy.config`), the papermill
-runner (:mod:`compstudy.runner`), plots (:mod:`compstudy.plots`) and the claims engine that
-gives every claim an effect, a 95 % CI and a verdict (:mod:`compstudy.claims`).
+The notebooks under ``notebooks/`` stay thin and call into this package: verified external
+files (:mod:`compstudy.assets`), real and synthetic targets (:mod:`compstudy.data`), the
+ImageNet upstream models and the CIFAR networks (:mod:`compstudy.models`), one training loop
+(:mod:`compstudy.train`), the algorithms of the four papers (:mod:`compstudy.methods`), each
+notebook's study (:mod:`compstudy.studies`), metrics (:mod:`compstudy.metrics`), typed
+configuration (:mod:`compstudy.config`), the papermill runner (:mod:`compstudy.runner`), plots
+(:mod:`compstudy.plots`) and the claims engine that gives every claim an effect, a 95 % CI and
+a verdict (:mod:`compstudy.claims`).
 """
 
 import logging
