@@ -274,7 +274,7 @@ def test_a_changed_claim_shows_on_its_chapter_page_and_in_the_summary(smoke_book
     shutil.copytree(smoke_book, root, ignore=shutil.ignore_patterns("_build"), symlinks=True)
     changed = {}
     for i, notebook in enumerate(_chapters_with_claims(root)):
-        path = next(p for p in _claims_files(root) if p.parts[-3] == notebook)
+        path = next(p for p in _claims_files(root) if p.parts[-3:-1] == (notebook, "main"))
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         row = next(r for r, verdict in enumerate(frame.verdict) if verdict != claims.NOT_TESTABLE)
         frame.loc[row, "effect"] = str(9001.3 + i)

@@ -50,7 +50,7 @@ def test_book_contains_the_figures_and_loads_nothing_from_the_network(smoke_book
     page = html / "runs" / "00_upstream" / "main.html"
     assert page.exists()
     text = page.read_text()
-    assert len(re.findall(r"<img[^>]+src=\"[^\"]+\.png\"", text)) >= 5
+    assert len(re.findall(r"<img[^>]+src=\"[^\"]+\.png\"", text)) >= 4  # targets, throughput, probes, distances
     for document in html.rglob("*.html"):
         content = document.read_text()
         external = re.findall(r"<(?:script|link|img|iframe)[^>]+(?:src|href)=\"(?:https?:)?//", content)
