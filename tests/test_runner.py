@@ -132,20 +132,29 @@ def test_cli_errors_are_one_line_with_choices(tmp_path, args, expected):
     assert not (root / "book" / "runs").exists() and not (root / "results").exists()
 
 
+@pytest.fixture
+def study_paths(tmp_path, monkeypatch):
+    """A copy of the study's notebooks and configs that the runner, called in-process, reads."""
+    root = copy_study(tmp_path)
+    for name, path in (("REPO_ROOT", root), ("NOTEBOOKS_DIR", root / "notebooks"),
+                       ("CONFIGS_DIR", root / "configs"), ("RUNS_DIR", root / "book" / "runs"),
+                       ("RESULTS_DIR", root / "results")):
+        monkeypatch.setattr(paths, name, path)
+    return root
+
+
 @pytest.mark.parametrize("yaml_text, expected", [
     ("seeed: 1\n", "unknown config key for notebook 00_upstream: 'seeed'; valid choices:"),
     ("targets: [near, cifar11]\n", "unknown targets value 'cifar11'; valid choices:"),
     ("upstream_models: [deit_tiny, resnet7]\n", "unknown model 'resnet7'; valid choices:"),
     ("profile: cpu\n", "'profile' is set by the runner"),
 ])
-def test_bad_yaml_stops_before_any_kernel_starts(tmp_path, yaml_text, expected):
-    root = copy_study(tmp_path)
-    (root / "configs" / "smoke" / "00_upstream" / "main.yaml").write_text(yaml_text)
-    done = subprocess.run([PYTHON, "-m", "compstudy.runner", "run", "00_upstream", "--profile", "smoke"],
-                          capture_output=True, text=True, env=study_env(root))
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().count("\n") == 0 and expected in done.stderr
-    assert not (root / "results").exists()
+def test_bad_yaml_stops_before_any_kernel_starts(study_paths, capsys, yaml_text, expected):
+    (study_paths / "configs" / "smoke" / "00_upstream" / "main.yaml").write_text(yaml_text)
+    assert runner.main(["run", "00_upstream", "--profile", "smoke"]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.strip().count("\n") == 0 and expected in stderr
+    assert not (study_paths / "results").exists() and not (study_paths / "book" / "runs").exists()
 
 
 def test_check_validates_every_config(tmp_path):
@@ -153,23 +162,25 @@ def test_check_validates_every_config(tmp_path):
     done = subprocess.run([PYTHON, "-m", "compstudy.runner", "check"], capture_output=True,
                           text=True, env=study_env(root))
     assert done.returncode == 0 and "configs valid" in done.stdout
-    (root / "configs" / "paper" / "00_upstream" / "main.yaml").write_text("epochz: {}\n")
-    done = subprocess.run([PYTHON, "-m", "compstudy.runner", "check"], capture_output=True,
-                          text=True, env=study_env(root))
-    assert done.returncode == 2 and "epochz" in done.stderr
 
 
-def test_a_yaml_syntax_error_is_one_line_with_exit_status_2(tmp_path):
-    root = copy_study(tmp_path)
+def test_check_names_a_bad_config_in_one_line(study_paths, capsys):
+    (study_paths / "configs" / "paper" / "00_upstream" / "main.yaml").write_text("epochz: {}\n")
+    assert runner.main(["check"]) == 2
+    stderr = capsys.readouterr().err
+    assert "epochz" in stderr and stderr.strip().count("\n") == 0
+
+
+def test_a_yaml_syntax_error_is_one_line_with_exit_status_2(study_paths, capsys):
+    root = study_paths
     (root / "configs" / "smoke" / "00_upstream" / "main.yaml").write_text("seed: 1\nepochs: {resnet18: 2\n")
     for args in (["run", "00_upstream", "--profile", "smoke"], ["check"]):
-        done = subprocess.run([PYTHON, "-m", "compstudy.runner", *args], capture_output=True,
-                              text=True, env=study_env(root))
-        assert done.returncode == 2, done.stderr
-        assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
-        assert done.stderr.startswith("error: configs/smoke/00_upstream/main.yaml, line 3, column 1: "
-                                      "YAML syntax error: expected ',' or '}'")
-        assert "flow mapping from line 2" in done.stderr
+        assert runner.main(args) == 2
+        stderr = capsys.readouterr().err
+        assert stderr.strip().count("\n") == 0 and "Traceback" not in stderr
+        assert stderr.startswith("error: configs/smoke/00_upstream/main.yaml, line 3, column 1: "
+                                 "YAML syntax error: expected ',' or '}'")
+        assert "flow mapping from line 2" in stderr
     assert not (root / "results").exists() and not (root / "book" / "runs").exists()
 
 
