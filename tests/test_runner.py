@@ -192,15 +192,11 @@ SUMMARY = "99_summary"  # imports config, whose name checks import data and mode
 
 
 @pytest.fixture
-def study_copy(tmp_path, monkeypatch):
-    """A copy of the library, notebooks and configs whose run keys the tests compute."""
-    shutil.copytree(cache.LIB_ROOT / "compstudy", tmp_path / "lib" / "compstudy",
+def study_copy(study_paths):
+    """:func:`study_paths` with a copy of the library too, whose run keys the tests compute."""
+    shutil.copytree(cache.LIB_ROOT / "compstudy", study_paths / "lib" / "compstudy",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    root = copy_study(tmp_path)
-    monkeypatch.setattr(paths, "REPO_ROOT", root)
-    monkeypatch.setattr(paths, "NOTEBOOKS_DIR", root / "notebooks")
-    monkeypatch.setattr(paths, "CONFIGS_DIR", root / "configs")
-    return root
+    return study_paths
 
 
 def keys(root, profile="cpu"):
