@@ -40,7 +40,7 @@ import seaborn as sns
 from IPython.display import display
 from myst_nb import glue
 
-from compstudy import plots, scale
+from compstudy import claims, plots, scale
 from compstudy.seeding import seed_everything
 from compstudy.studies import upstream
 
@@ -66,8 +66,7 @@ stubs = results.stubs.pivot_table(index="image", columns="model", values=["predi
                                   aggfunc="first").swaplevel(axis=1).sort_index(axis=1)
 stubs.insert(0, ("truth", ""), results.stubs.groupby("image").truth.first())
 display(stubs)
-for name, frame in results.stubs.groupby("model"):
-    glue(f"stubs_correct_{name}", int(frame.correct.sum()), display=False)
+claims.glue_values(results.stubs.groupby("model").correct.sum(), prefix="stubs_correct_")
 
 # %% [markdown]
 # ## The targets
@@ -128,10 +127,6 @@ plt.show()
 table = gains.pivot_table(index=["model", "resolution"], columns="target",
                           values=["imagenet", "random"]).round(3)
 display(table)
-for row in gains.itertuples():
-    for column in ("imagenet", "random", "gain"):
-        glue(f"probe_{column}_{row.model}_{row.resolution}_{row.target}", float(getattr(row, column)),
-             display=False)
 
 # %% [markdown]
 # ## How far is each target from ImageNet?

@@ -97,9 +97,8 @@ glue("proxy_images", len(results.proxy.kd) + len(results.proxy.agreement) + len(
      display=False)
 glue("kd_images", len(results.proxy.kd), display=False)
 glue("agreement_images", len(results.proxy.agreement), display=False)
-for name, frame in sources.groupby("compression"):
-    glue(f"agreement_{name}_max", 100 * float(frame.agreement_top1.max()), display=False)
-    glue(f"agreement_{name}_min", 100 * float(frame.agreement_top1.min()), display=False)
+claims.glue_values(100 * sources.groupby("compression").agreement_top1.agg(["max", "min"]).stack(),
+                   prefix="agreement_")
 
 sparse_sources = sources[sources.compression == "sparse"]
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -152,8 +151,7 @@ display(mappings)
 glue("mappings_table", mappings, display=False)
 headline = dense_runs[(dense_runs.target == cfg.targets[0]) & (dense_runs.shots == max(cfg.shots))]
 glue("headline_target", cfg.targets[0], display=False)
-for method in cfg.dense_methods:
-    glue(f"headline_{method}", float(headline[headline.method == method].accuracy_pct.mean()), display=False)
+claims.glue_values(headline.groupby("method").accuracy_pct.mean(), prefix="headline_")
 glue("chance", 100 / int(dense_runs.classes.iloc[0]), display=False)
 
 # %% [markdown]
@@ -204,8 +202,7 @@ domain = results.domain
 if domain is not None:
     print(f"LP gap on {cfg.proxy_dataset} minus elsewhere: {domain['effect']:+.2f} "
           f"[{domain['ci_low']:.2f}, {domain['ci_high']:.2f}] points over {domain['n']} models")
-    for key, value in domain.items():
-        glue(f"domain_{key}", float(value), display=False)
+    claims.glue_values(domain, prefix="domain_")
 
 # %% [markdown]
 # ## Calibration
@@ -243,8 +240,6 @@ glue("ece_table", (100 * ece).round(1), display=False)
 params = hidden_cost.parameter_table(runs)
 display(params)
 glue("parameters_table", params.set_index("method"), display=False)
-for key, value in results.cpu_seconds.items():
-    glue(f"cpu_{key.replace(' ', '_')}", float(value), display=False)
 glue("units", len(runs), display=False)
 print({k: round(v) for k, v in results.cpu_seconds.items()})
 

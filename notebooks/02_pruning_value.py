@@ -82,6 +82,10 @@ glue("train_images", results.train_images, display=False)
 glue("test_images", results.test_images, display=False)
 glue("n_seeds", len(cfg.seeds), display=False)
 glue("epochs", cfg.epochs, display=False)
+claims.glue_values({"vgg_width": cfg.vgg_width, "resnet_width": cfg.resnet_width, "lr": cfg.lr,
+                    "ft_lr": cfg.ft_lr, "ft_fraction": cfg.ft_fraction, "slim_lambda": cfg.slim_lambda,
+                    "slim_ratio_pct": 100 * cfg.slim_ratio,
+                    "unstructured_pct": 100 * cfg.unstructured_sparsity})
 scale.record_scale(
     cfg, models=[t.label for t in results.targets.values()], resolution=32, targets=[cfg.dataset],
     budgets={"large-model epochs": cfg.epochs, "FT epochs": cfg.epochs * cfg.ft_fraction,
@@ -104,9 +108,6 @@ display(table)
 glue("main_table", table, display=False)
 spread = study.unpruned_spread(results)
 display(spread.round(2))
-for target, row in spread.iterrows():
-    glue(f"unpruned_sd_{target}", float(row["sd"]), display=False)
-    glue(f"unpruned_mean_{target}", float(row["mean"]), display=False)
 glue("unpruned_sd_max", float(spread["sd"].max()), display=False)
 
 # %% [markdown]
@@ -186,10 +187,8 @@ if cfg.converged_check:
     converged = study.converged_table(results.converged)
     display(converged.set_index("architecture").round(2))
     glue("converged_table", converged.set_index("architecture").round(2), display=False)
-    for model, row in converged.iterrows():
-        glue(f"converged_{model}_before", float(row["before FT (%)"]), display=False)
-        glue(f"converged_{model}_after", float(row["after JPEG FT (%)"]), display=False)
-        glue(f"converged_{model}_vs_control", float(row["after FT − FT control (points)"]), display=False)
+    cells = converged[["before FT (%)", "after JPEG FT (%)", "after FT − FT control (points)"]]
+    claims.glue_values(cells.set_axis(["before", "after", "vs_control"], axis=1).stack(), prefix="converged_")
     glue("converged_test_images", results.converged_test_images, display=False)
 
 # %% [markdown]

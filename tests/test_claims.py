@@ -208,3 +208,18 @@ def test_claims_table_and_glue_give_plain_values(tmp_path, monkeypatch):
     for key, (value, _) in glued.items():
         if key != "ch1_claims_table":
             assert type(value) in (float, int, str), key
+
+
+def test_glue_values_names_each_cell_of_a_stacked_table(monkeypatch):
+    import myst_nb
+    glued = {}
+    monkeypatch.setattr(myst_nb, "glue",
+                        lambda name, value, display=True: glued.update({name: (value, display)}))
+    table = pd.DataFrame({"before": [np.float32(10.5), 20.0], "after": [np.int64(3), 4]},
+                         index=["resnet56_a", "resnet56_b"])
+    keys = C.glue_values(table.stack(), prefix="converged_")
+    assert keys == ["converged_resnet56_a_before", "converged_resnet56_a_after",
+                    "converged_resnet56_b_before", "converged_resnet56_b_after"]
+    assert glued["converged_resnet56_a_before"] == (10.5, False)
+    assert type(glued["converged_resnet56_a_after"][0]) is float  # a plain value, not numpy's
+    assert C.glue_values({"lr": 0.1}) == ["lr"] and glued["lr"] == (0.1, False)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -515,6 +515,22 @@ def _plain(value) -> float | int | str:
     if isinstance(value, (int, np.integer)):
         return int(value)
     return float(value)
+
+
+def glue_values(values: Mapping | pd.Series, prefix: str = "") -> list[str]:
+    """Glue each value of a mapping or Series under ``{prefix}{key}``, nothing displayed.
+
+    A tuple key (a stacked frame's row) is joined with ``_``, so a page can cite one cell of a
+    table, e.g. ``converged_resnet56_a_before``. Returns the keys.
+    """
+    from myst_nb import glue
+
+    keys = []
+    for key, value in values.items():
+        name = prefix + ("_".join(map(str, key)) if isinstance(key, tuple) else str(key))
+        glue(name, _plain(value), display=False)
+        keys.append(name)
+    return keys
 
 
 def glue_claims(frame: pd.DataFrame, prefix: str = "") -> list[str]:
