@@ -159,6 +159,7 @@ def test_the_summary_tables_come_from_claims_csv_and_link_relative_to_their_page
     assert "+1.2 [" in intro and "not testable" in intro and "Someone et al. 2020" in intro
     assert f'href="chapters/{chapter}.html"' in intro and f'href="runs/{chapter}/main.html"' in intro
     assert "&lt;b&gt;bold&lt;/b&gt;" in intro and "<b>bold" not in intro
+    assert intro.count("Someone et al. 2020") == 1  # two claims, the paper named once
     page = summary.chapter_claims_table(found, cfg, chapter, summary.CHAPTER_ROOT).data
     assert f'href="../runs/{chapter}/main.html"' in page and "no ImageNet" in page
     assert "<th>run</th>" not in page  # one run tests claims: no run column

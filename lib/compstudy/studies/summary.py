@@ -101,14 +101,19 @@ def _rows(frame: pd.DataFrame, digits: int) -> pd.DataFrame:
 
 
 def summary_table(found: Collected, cfg: Config, root: str):
-    """The cross-paper table: paper, claim, verdict, effect [95 % CI], n, evidence."""
+    """The cross-paper table: paper, claim, verdict, effect [95 % CI], n, evidence.
+
+    The paper is named on the first of its rows only, so each paper reads as a group.
+    """
     if found.claims.empty:
         from IPython.display import HTML
 
         return HTML("<p>No run of this profile has written a claims.csv yet.</p>")
     rows = _rows(found.claims, cfg.digits)
+    first_of_paper = rows.notebook.ne(rows.notebook.shift())
     table = pd.DataFrame({
-        "paper": [_link(cfg.papers.get(nb, nb), f"{root}chapters/{nb}.html") for nb in rows.notebook],
+        "paper": [_link(cfg.papers.get(nb, nb), f"{root}chapters/{nb}.html") if first else ""
+                  for nb, first in zip(rows.notebook, first_of_paper)],
         "claim": [f"{c}: {s}" for c, s in zip(rows.claim, rows.statement)],
         "verdict": rows.verdict, "effect [95 % CI]": rows["effect [95 % CI]"], "n": rows.n,
         "evidence": [_evidence(r, root) for r in rows.itertuples()]})
