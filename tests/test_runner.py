@@ -308,3 +308,44 @@ def test_a_notebooks_markdown_changes_nothing_and_its_code_its_key(study_copy, n
 def test_upstream_runs_come_from_the_typed_configs():
     assert runner.upstream_runs("04_dcvit") == (("00_upstream", "main"),)
     assert runner.upstream_runs("02_pruning_value") == ()
+
+
+def test_run_order_puts_each_chapter_after_notebook_00_and_the_summary_last():
+    needs = runner.run_order(config.notebook_names())
+    assert needs["00_upstream"] == set() and needs["02_pruning_value"] == set()
+    for chapter in ("01_hidden_cost", "03_sls", "04_dcvit"):
+        assert needs[chapter] == {"00_upstream"}
+    assert needs["99_summary"] == set(config.notebook_names()) - {"99_summary"}
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_run_all_starts_a_notebook_only_after_what_it_reads(monkeypatch, jobs):
+    import threading
+    import time
+
+    events, lock = [], threading.Lock()
+
+    def chain(notebook, profile, jobs_):
+        with lock:
+            events.append(("start", notebook))
+        time.sleep(0.05)
+        with lock:
+            events.append(("end", notebook))
+        return [f"{notebook}/main: boom"] if notebook == "02_pruning_value" else []
+
+    monkeypatch.setattr(runner, "_run_chain", chain)
+    with pytest.raises(RuntimeError, match="02_pruning_value/main: boom"):
+        runner.run_all("smoke", jobs=jobs)
+    needs = runner.run_order(config.notebook_names())
+    for i, (what, notebook) in enumerate(events):
+        if what == "start":
+            ended = {n for w, n in events[:i] if w == "end"}
+            assert needs[notebook] <= ended, notebook
+    assert {n for w, n in events if w == "start"} == set(config.notebook_names())  # a failure stops nothing
+    most = max(sum(1 if w == "start" else -1 for w, _ in events[:i + 1]) for i in range(len(events)))
+    assert most == min(jobs, 3)  # 01, 03 and 04 can run side by side
+
+
+def test_jobs_below_one_is_a_one_line_error(capsys):
+    assert runner.main(["all", "--profile", "smoke", "--jobs", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --jobs must be at least 1, not 0"
