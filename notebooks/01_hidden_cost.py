@@ -74,6 +74,18 @@ plots.set_style()
 display(cfg.as_table())
 results = hidden_cost.run(cfg)
 runs, sources, pairs = results.runs, results.sources, results.pairs
+vp_sides = sorted({side for sides in cfg.vp_image_sides.values() for side in sides})
+claims.glue_values({
+    "n_sparse_models": sum(len(levels) for levels in cfg.sparse_families.values()),
+    "n_families": len(cfg.sparse_families),
+    "sparsities": claims.and_join(sorted({s for levels in cfg.sparse_families.values() for s in levels})),
+    "kd_steps": int(cfg.recipe.steps), "kd_batch_size": int(cfg.recipe.batch_size),
+    "kd_temperature": float(cfg.recipe.temperature), "kd_resolution": cfg.kd_resolution,
+    "test_per_class": cfg.test_per_class, "shots": claims.and_join(cfg.shots),
+    "seeds": claims.and_join(cfg.seeds), "vp_border": cfg.vp_border,
+    "vp_sides": claims.and_join(vp_sides), "vp_canvases": claims.and_join(cfg.canvas(s) for s in vp_sides),
+    "vp_epochs": cfg.vp_epochs, "vp_batch_size": cfg.vp_batch_size, "vp_lr": cfg.vp_lr,
+    "lp_epochs": cfg.lp_epochs, "lp_lr": cfg.lp_lr, "ece_bins": cfg.ece_bins, "ece_margin": cfg.ece_margin})
 scale.record_scale(cfg, models=sources.model.tolist(), resolution={t: cfg.vp_image_sides[t] for t in cfg.targets},
                    targets=cfg.targets, budgets={"images per class": cfg.shots, "VP epochs": cfg.vp_epochs,
                                                  "distillation steps": int(cfg.recipe.steps)},

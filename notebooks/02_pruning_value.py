@@ -78,14 +78,16 @@ seed_everything(cfg.seed)
 plots.set_style()
 display(cfg.as_table())
 results = study.run(cfg)
-glue("train_images", results.train_images, display=False)
-glue("test_images", results.test_images, display=False)
-glue("n_seeds", len(cfg.seeds), display=False)
-glue("epochs", cfg.epochs, display=False)
-claims.glue_values({"vgg_width": cfg.vgg_width, "resnet_width": cfg.resnet_width, "lr": cfg.lr,
-                    "ft_lr": cfg.ft_lr, "ft_fraction": cfg.ft_fraction, "slim_lambda": cfg.slim_lambda,
+claims.glue_values({"train_images": results.train_images, "test_images": results.test_images,
+                    "n_seeds": len(cfg.seeds), "epochs": cfg.epochs,
+                    "vgg_width": cfg.vgg_width, "resnet_width": cfg.resnet_width,
+                    "resnet_name": f"ResNet-{cfg.resnet_depth}", "lr": cfg.lr,
+                    "warmup_epochs": cfg.warmup_epochs, "weight_decay": cfg.weight_decay,
+                    "ft_lr": cfg.ft_lr, "ft_fraction": cfg.ft_fraction, "scratch_b_cap": cfg.scratch_b_cap,
+                    "min_channels": cfg.min_channels, "slim_lambda": cfg.slim_lambda,
                     "slim_ratio_pct": 100 * cfg.slim_ratio,
-                    "unstructured_pct": 100 * cfg.unstructured_sparsity})
+                    "unstructured_pct": 100 * cfg.unstructured_sparsity,
+                    "latency_batches": claims.and_join(cfg.latency_batches)})
 scale.record_scale(
     cfg, models=[t.label for t in results.targets.values()], resolution=32, targets=[cfg.dataset],
     budgets={"large-model epochs": cfg.epochs, "FT epochs": cfg.epochs * cfg.ft_fraction,

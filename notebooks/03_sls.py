@@ -78,10 +78,12 @@ scale.record_scale(
              "alphas": sorted({cfg.alpha, *cfg.alphas})},
     seeds={"PETL": cfg.petl_seeds, "t-SNE": cfg.tsne_seeds}, test_images_per_target=results.test_images)
 first = cfg.petl_methods[0]
-for name in ("alpha", "train_per_class", "petl_epochs", "tsne_iter", "taylor_batches", "resolution",
-             "equivalence_margin", "depth_margin"):
-    glue(name, getattr(cfg, name), display=False)
-glue("petl_seeds_first", len(cfg.petl_seeds[first]), display=False)
+claims_engine.glue_values({
+    "alpha": cfg.alpha, "train_per_class": cfg.train_per_class, "petl_epochs": cfg.petl_epochs,
+    "tsne_iter": cfg.tsne_iter, "taylor_batches": cfg.taylor_batches, "resolution": cfg.resolution,
+    "equivalence_margin": cfg.equivalence_margin, "perplexity": cfg.perplexities[0],
+    "tsne_seed": cfg.tsne_seeds[0], "taylor_batch_size": cfg.taylor_batch_size,
+    "throughput_batches": claims_engine.and_join(cfg.throughput_batches)})
 
 # %% [markdown]
 # ## Silhouette versus depth

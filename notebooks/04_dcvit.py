@@ -80,6 +80,7 @@ from myst_nb import glue
 
 from compstudy import claims as claims_engine
 from compstudy import plots, scale
+from compstudy.methods import inversion
 from compstudy.seeding import seed_everything
 from compstudy.studies import dcvit as study
 
@@ -89,6 +90,17 @@ plots.set_style()
 display(cfg.as_table())
 results = study.run(cfg)
 points = 100  # accuracies are shown in percentage points
+claims_engine.glue_values({
+    "num_samples": claims_engine.and_join(cfg.num_samples), "n_seeds": len(cfg.seeds),
+    "n_budgets": len(cfg.keep_ratios), "trial_keep_pct": points * (1 - cfg.trial_drop_ratio),
+    "min_block": cfg.min_block, "max_block": cfg.max_block,
+    "n_candidates": cfg.max_block - cfg.min_block + 1, "trial_steps": cfg.trial_steps,
+    "finetune_steps": cfg.finetune_steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
+    "inv_images": cfg.inv_images, "inv_steps": cfg.inv_steps,
+    "inv_jitter": inversion.default_jitter(cfg.resolution) if cfg.inv_jitter is None else cfg.inv_jitter,
+    "drop_blocks": claims_engine.and_join(cfg.drop_blocks), "adaptor_steps": cfg.adaptor_steps,
+    "recover_images": "all" if cfg.recover_images is None else str(cfg.recover_images),
+    "latency_batch": cfg.latency_batch, "latency_probe_max": max(cfg.latency_probe_blocks, default=0)})
 scale.record_scale(cfg, models=[cfg.model], resolution=cfg.resolution, targets=[cfg.dataset],
                    budgets={"MACs kept": cfg.keep_ratios, "few-shot images N": cfg.num_samples,
                             "whole blocks dropped": cfg.drop_blocks if cfg.run_block_drop else [],

@@ -223,3 +223,11 @@ def test_glue_values_names_each_cell_of_a_stacked_table(monkeypatch):
     assert glued["converged_resnet56_a_before"] == (10.5, False)
     assert type(glued["converged_resnet56_a_after"][0]) is float  # a plain value, not numpy's
     assert C.glue_values({"lr": 0.1}) == ["lr"] and glued["lr"] == (0.1, False)
+
+
+def test_and_join_reads_as_prose():
+    assert C.and_join([0.5, 0.8, 0.9]) == "0.5, 0.8 and 0.9"
+    assert C.and_join([4, 12]) == "4 and 12"
+    assert C.and_join([np.int64(0)]) == "0"
+    assert C.and_join(x for x in ("a", "b", "c")) == "a, b and c"
+    assert C.and_join([]) == ""

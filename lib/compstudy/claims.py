@@ -517,6 +517,18 @@ def _plain(value) -> float | int | str:
     return float(value)
 
 
+def and_join(values: Iterable) -> str:
+    """The values as a page reads them in prose: ``"0.5, 0.8 and 0.9"``, ``"4 and 12"``, ``"0"``.
+
+    Each value is written with ``str`` (numpy scalars as plain Python values), so a notebook
+    can glue a list of its config as one string; an empty list gives ``""``.
+    """
+    words = [str(_plain(v)) for v in values]
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
 def glue_values(values: Mapping | pd.Series, prefix: str = "") -> list[str]:
     """Glue each value of a mapping or Series under ``{prefix}{key}``, nothing displayed.
 
