@@ -122,6 +122,13 @@ def test_the_rule_allows_glue_code_math_citations_and_the_papers_column():
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.stem)
+def test_glue_text_from_another_page_names_its_format(page):
+    """myst-nb splits ``path::key`` at its last colon: without ``:spec`` the key is lost."""
+    bare = re.findall(r"\{glue:text\}`([^`]*::[^`:]*)`", page.read_text())
+    assert not bare, f"{page.relative_to(REPO)}: add a format spec (:s for text) to {bare}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.stem)
 def test_pages_type_no_result_number(page):
     found = result_numbers(page.read_text())
     assert not found, f"{page.relative_to(REPO)} types results (glue them): {found}"
