@@ -255,21 +255,17 @@ def run_all(profile: str, notebooks: list[str] | None = None, jobs: int = 1) -> 
     notebooks at once. Failures are reported at the end; a notebook whose upstream failed
     still runs (its own run then says what is missing)."""
     needs = run_order(notebooks or config.notebook_names())
-    failures = []
-    if jobs == 1:  # in this process, in the notebooks' order, which respects `needs` (tested)
-        for notebook in needs:
-            failures += _run_chain(notebook, profile, jobs)
-    else:
-        pending, running, done = dict(needs), {}, set()
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            while pending or running:
-                for notebook in [n for n, wanted in pending.items() if wanted <= done][:jobs - len(running)]:
-                    running[pool.submit(_run_chain, notebook, profile, jobs)] = notebook
-                    del pending[notebook]
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    failures += future.result()
-                    done.add(running.pop(future))
+    pending, done, failures = dict(needs), set(), []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        running = {}
+        while pending or running:
+            for notebook in [n for n, wanted in pending.items() if wanted <= done][:jobs - len(running)]:
+                running[pool.submit(_run_chain, notebook, profile, jobs)] = notebook
+                del pending[notebook]
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                failures += future.result()
+                done.add(running.pop(future))
     if failures:
         raise RuntimeError("failed runs:\n  " + "\n  ".join(failures))
 
