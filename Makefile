@@ -6,7 +6,6 @@ SHELL := /bin/bash
 PROFILE ?= cpu
 NB ?= 00_upstream
 RUN ?= main
-JOBS ?= $(if $(filter smoke,$(PROFILE)),2,1)  # notebooks at once; smoke runs are mostly start-up
 VENV := .venv
 PY := $(VENV)/bin/python
 export TQDM_DISABLE ?= 1
@@ -18,7 +17,7 @@ help:
 	@echo "make setup                      create .venv with the pinned dependencies"
 	@echo "make test                       run the test suite"
 	@echo "make run NB=<nb> RUN=<run> PROFILE=<profile>   execute one notebook run"
-	@echo "make book [PROFILE=cpu] [JOBS=n] every run in dependency order, then the book in _build/html"
+	@echo "make book [PROFILE=cpu]         every run in dependency order, then the book in _build/html"
 	@echo "make check                      validate every config of every profile"
 	@echo "make bench                      print benchmark ratios"
 
@@ -39,7 +38,7 @@ run:
 	$(PY) -m compstudy.runner run $(NB) $(RUN) --profile $(PROFILE)
 
 runs:
-	$(PY) -m compstudy.runner all --profile $(PROFILE) --jobs $(JOBS)
+	$(PY) -m compstudy.runner all --profile $(PROFILE)
 
 book: runs
 	$(VENV)/bin/jupyter-book build book -n -W --keep-going -q

@@ -52,10 +52,9 @@ def build_book(root: Path) -> None:
 
 
 def run_all(root: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Every run of the copy at ``root`` under ``smoke``, two notebooks at once (as ``make book``)."""
-    return subprocess.run([PYTHON, "-m", "compstudy.runner", "all", "--profile", "smoke", "--jobs", "2"],
-                          capture_output=True, text=True, env=study_env(root, COMPSTUDY_THREADS="1"),
-                          timeout=timeout)
+    """Every run of the copy at ``root`` under ``smoke``."""
+    return subprocess.run([PYTHON, "-m", "compstudy.runner", "all", "--profile", "smoke"],
+                          capture_output=True, text=True, env=study_env(root), timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,7 @@
 
 ``python -m compstudy.runner run NB RUN --profile P`` executes ``notebooks/NB.py`` with
 ``configs/P/NB/RUN.yaml`` into ``book/runs/NB/RUN.ipynb``; ``all --profile P`` does every
-run of every notebook in dependency order (``--jobs N``: N notebooks at once, each once its
-upstream notebooks are done); ``check`` validates every YAML of every profile.
+run of every notebook in dependency order; ``check`` validates every YAML of every profile.
 
 A run's key hashes its resolved parameters, the code it runs (the notebook's code and the
 ``compstudy`` modules it imports, directly or not, without docstrings and comments), the
@@ -22,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from functools import cache as memoize
 from pathlib import Path
 from typing import Any
@@ -217,55 +213,15 @@ def run(notebook: str, run_name: str, profile: str, force: bool = False) -> bool
     return True
 
 
-def run_order(notebooks: list[str]) -> dict[str, set[str]]:
-    """The notebooks each of ``notebooks`` waits for: its declared upstream runs, and every
-    other notebook for one that reads other runs' result files (``INPUTS``: the summary)."""
-    needs = {}
-    for notebook in notebooks:
-        cls = config.config_class(notebook)
-        wanted = set(notebooks) - {notebook} if cls.INPUTS else {n for n, _ in upstream_runs(notebook)}
-        needs[notebook] = wanted & set(notebooks)
-    return needs
-
-
-def _run_chain(notebook: str, profile: str, jobs: int) -> list[str]:
-    """Every run of one notebook, in order; the failures. With ``jobs`` > 1 each run is a
-    child process that gets an equal share of the cores (``COMPSTUDY_THREADS``)."""
+def run_all(profile: str, notebooks: list[str] | None = None) -> None:
+    """Every run of every notebook, in dependency order; failures are reported at the end."""
     failures = []
-    for run_name in config.run_names(profile, notebook):
-        try:
-            if jobs == 1:
+    for notebook in notebooks or config.notebook_names():
+        for run_name in config.run_names(profile, notebook):
+            try:
                 run(notebook, run_name, profile)
-                continue
-            threads = str(max(1, (os.cpu_count() or 1) // jobs))
-            child = subprocess.run(
-                [sys.executable, "-m", "compstudy.runner", "run", notebook, run_name, "--profile", profile],
-                env={"COMPSTUDY_THREADS": threads, **os.environ}, stderr=subprocess.PIPE, text=True)
-            sys.stderr.write(child.stderr)
-            if child.returncode:
-                last = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
-                failures.append(f"{notebook}/{run_name}: {last}")
-        except Exception as error:  # keep going, fail at the end (d2l / cal-itp habit)
-            failures.append(f"{notebook}/{run_name}: {type(error).__name__}: {error}")
-    return failures
-
-
-def run_all(profile: str, notebooks: list[str] | None = None, jobs: int = 1) -> None:
-    """Every run of every notebook, each notebook after the ones it reads; up to ``jobs``
-    notebooks at once. Failures are reported at the end; a notebook whose upstream failed
-    still runs (its own run then says what is missing)."""
-    needs = run_order(notebooks or config.notebook_names())
-    pending, done, failures = dict(needs), set(), []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        running = {}
-        while pending or running:
-            for notebook in [n for n, wanted in pending.items() if wanted <= done][:jobs - len(running)]:
-                running[pool.submit(_run_chain, notebook, profile, jobs)] = notebook
-                del pending[notebook]
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                failures += future.result()
-                done.add(running.pop(future))
+            except Exception as error:  # keep going, fail at the end (d2l / cal-itp habit)
+                failures.append(f"{notebook}/{run_name}: {type(error).__name__}: {error}")
     if failures:
         raise RuntimeError("failed runs:\n  " + "\n  ".join(failures))
 
@@ -294,8 +250,6 @@ def main(argv: list[str] | None = None) -> int:
     one.add_argument("--force", action="store_true", help="ignore the cache")
     every = sub.add_parser("all", help="every run of every notebook, in order")
     every.add_argument("--profile", default="cpu")
-    every.add_argument("--jobs", type=int, default=1,
-                       help="notebooks run at once (each gets cores/jobs threads; default 1)")
     sub.add_parser("check", help="validate every YAML of every profile")
     args = parser.parse_args(argv)
     try:
@@ -303,9 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             config.check_profile(args.profile)
             run(args.notebook, args.run, args.profile, force=args.force)
         elif args.command == "all":
-            if args.jobs < 1:
-                raise ConfigError(f"--jobs must be at least 1, not {args.jobs}")
-            run_all(config.check_profile(args.profile), jobs=args.jobs)
+            run_all(config.check_profile(args.profile))
         else:
             print(f"{check_all()} configs valid")
     except ConfigError as error:
