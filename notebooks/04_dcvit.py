@@ -97,7 +97,7 @@ claims_engine.glue_values({
     "n_candidates": cfg.max_block - cfg.min_block + 1, "trial_steps": cfg.trial_steps,
     "finetune_steps": cfg.finetune_steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
     "inv_images": cfg.inv_images, "inv_steps": cfg.inv_steps,
-    "inv_jitter": inversion.default_jitter(cfg.resolution) if cfg.inv_jitter is None else cfg.inv_jitter,
+    "inv_jitter": inversion.default_jitter(cfg.resolution, cfg.inv_jitter),
     "drop_blocks": claims_engine.and_join(cfg.drop_blocks), "adaptor_steps": cfg.adaptor_steps,
     "recover_images": "all" if cfg.recover_images is None else str(cfg.recover_images),
     "latency_batch": cfg.latency_batch, "latency_probe_max": max(cfg.latency_probe_blocks, default=0)})

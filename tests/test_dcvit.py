@@ -183,6 +183,7 @@ def test_inversion_uses_the_models_normalisation_and_side():
     images, _ = inversion.invert(model, torch.arange(3), steps=2, seed=0)
     assert images.shape == (3, 3, 48, 48) and 0 <= images.min() and images.max() <= 1
     assert inversion.default_jitter(224) == 30 and inversion.default_jitter(64) == 9
+    assert inversion.default_jitter(64, 8) == 8 and inversion.default_jitter(64, 0) == 0  # a set jitter wins
 
 
 def test_inversion_targets_cycle_through_the_classes():

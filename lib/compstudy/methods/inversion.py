@@ -56,9 +56,10 @@ def inversion_targets(num_images: int, num_classes: int, seed: int) -> torch.Ten
     return picks.sort().values
 
 
-def default_jitter(side: int) -> int:
-    """The paper's jitter scaled to an input side: 30 px at 224 px."""
-    return max(1, round(side * PAPER_JITTER_FRACTION))
+def default_jitter(side: int, jitter: int | None = None) -> int:
+    """The largest roll at an input side: ``jitter`` when set, else the paper's 30 px at 224 px
+    scaled to ``side``."""
+    return max(1, round(side * PAPER_JITTER_FRACTION)) if jitter is None else jitter
 
 
 def _normalisation(model: nn.Module) -> tuple[int, torch.Tensor, torch.Tensor]:
@@ -86,7 +87,7 @@ def invert(model: nn.Module, targets: torch.Tensor, steps: int, lr: float = 0.25
         (images in [0, 1] at the model's side, history with columns step, loss, ce).
     """
     side, mean, std = _normalisation(model)
-    jitter = default_jitter(side) if jitter is None else jitter
+    jitter = default_jitter(side, jitter)
     g = torch.Generator().manual_seed(seed)
     model.eval()
     flags = [(p, p.requires_grad) for p in model.parameters()]
