@@ -46,6 +46,13 @@ def test_tsne_is_seeded_and_clamps_perplexity_on_tiny_sets():
         sls.tsne_map(x, n_iter=250)
 
 
+def test_tsne_map_does_not_depend_on_its_thread_count():
+    # the study runs openTSNE on torch's threads and leaves n_jobs out of the cache key
+    x, _ = _clustered(3.0, np.random.default_rng(2), per_class=20)
+    assert np.array_equal(sls.tsne_map(x, seed=0, n_iter=300, n_jobs=1),
+                          sls.tsne_map(x, seed=0, n_iter=300, n_jobs=2))
+
+
 # ----------------------------------------------------------------------------- threshold walk
 
 WALK_CASES = [
