@@ -308,3 +308,16 @@ def test_a_notebooks_markdown_changes_nothing_and_its_code_its_key(study_copy, n
 def test_upstream_runs_come_from_the_typed_configs():
     assert runner.upstream_runs("04_dcvit") == (("00_upstream", "main"),)
     assert runner.upstream_runs("02_pruning_value") == ()
+
+
+def test_a_run_page_is_titled_short_with_its_run_and_subtitled_below():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# 03 · SLS: layer-wise truncation of a ViT\nIntro."),
+        nbformat.v4.new_code_cell("x = 1")])
+    runner._label(nb, "03_sls", "alpha", "cpu")
+    assert nb.cells[0].source == "# 03 · SLS · alpha (cpu)\nIntro."
+    assert nb.cells[1].source.startswith("**Layer-wise truncation of a ViT.** *Run `alpha` of profile `cpu`.")
+    plain = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# All claims")])
+    runner._label(plain, "99_summary", "main", "smoke")
+    assert plain.cells[0].source == "# All claims · main (smoke)\n"
+    assert plain.cells[1].source.startswith("*Run `main`")

@@ -120,14 +120,17 @@ def _label(notebook_node, notebook: str, run_name: str, profile: str) -> None:
     """Title the page with its run and profile, and say how to reproduce it.
 
     Every run of a notebook shares its H1; without this the book's navigation would list
-    identical titles for the main run and each ablation.
+    identical titles for the main run and each ablation. The navigation shows the H1, so a
+    subtitle after the title's first colon moves to the line below it.
     """
-    first = notebook_node.cells[0]
+    first, subtitle = notebook_node.cells[0], ""
     if first.cell_type == "markdown" and first.source.startswith("# "):
         title, _, rest = first.source.partition("\n")
+        title, _, subtitle = title.partition(": ")
         first.source = f"{title} · {run_name} ({profile})\n{rest}"
     reproduce = nbformat.v4.new_markdown_cell(
-        f"*Run `{run_name}` of profile `{profile}`. Reproduce with "
+        (f"**{subtitle[0].upper()}{subtitle[1:]}.** " if subtitle else "")
+        + f"*Run `{run_name}` of profile `{profile}`. Reproduce with "
         f"`make run NB={notebook} RUN={run_name} PROFILE={profile}`; its overrides are in "
         f"`configs/{profile}/{notebook}/{run_name}.yaml`.*")
     notebook_node.cells.insert(1, reproduce)
