@@ -112,15 +112,7 @@ glue("agreement_images", len(results.proxy.agreement), display=False)
 claims.glue_values(100 * sources.groupby("compression").agreement_top1.agg(["max", "min"]).stack(),
                    prefix="agreement_")
 
-sparse_sources = sources[sources.compression == "sparse"]
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-sns.lineplot(data=sparse_sources, x="sparsity", y="agreement_top1", hue="family", marker="o", ax=axes[0])
-sns.lineplot(data=sparse_sources, x="sparsity", y="stubs_correct", hue="family", marker="o", ax=axes[1],
-             legend=False)
-for ax, column in zip(axes, ["agreement_top1", "stubs_correct"]):
-    ax.axhline(float(sources.loc[sources.compression == "dense", column].iloc[0]), color="k", ls="--", lw=1)
-axes[0].set(ylabel="top-1 agreement with dense", xlabel="conv sparsity")
-axes[1].set(ylabel="stub images right (of 16)", xlabel="conv sparsity")
+fig = hidden_cost.sources_figure(sources)
 plots.save_figure(fig, cfg.figures_dir / "sources.png")
 glue("sources_figure", fig, display=False)
 plt.show()
@@ -175,30 +167,14 @@ glue("chance", 100 / int(dense_runs.classes.iloc[0]), display=False)
 # %%
 sparse_pairs = pairs[pairs.compression == "sparse"]
 if len(sparse_pairs):
-    by_budget = hidden_cost.interval_frame(sparse_pairs, ["family", "method", "shots"], "gap")
-    fig, axes = plt.subplots(1, by_budget.family.nunique(), figsize=(2.6 * by_budget.family.nunique(), 3),
-                             sharey=True, squeeze=False)
-    for ax, (family, frame) in zip(axes[0], by_budget.groupby("family", sort=False)):
-        for method, part in frame.groupby("method"):
-            ax.errorbar(part.shots, part["mean"], yerr=[part["mean"] - part.ci_low, part.ci_high - part["mean"]],
-                        marker="o", capsize=3, label=method.upper())
-        ax.axhline(0, color="k", lw=1)
-        ax.set(title=family, xscale="log", xlabel="images per class")
-        ax.set_xticks(cfg.shots, [str(s) for s in cfg.shots])
-        ax.minorticks_off()
-    axes[0][0].set_ylabel("dense − sparse (points)")
-    axes[0][-1].legend(fontsize=8)
+    fig = hidden_cost.gap_budget_figure(sparse_pairs, cfg.shots)
     plots.save_figure(fig, cfg.figures_dir / "gap_vs_budget.png")
     glue("gap_budget_figure", fig, display=False)
     plt.show()
     by_sparsity = hidden_cost.interval_frame(sparse_pairs, ["method", "family", "sparsity"], "gap")
-    grid = sns.relplot(data=sparse_pairs, x="sparsity", y="gap", hue="family", col="method", kind="line",
-                       marker="o", errorbar=("ci", 95), height=3, aspect=1.1)
-    for ax in grid.axes.flat:
-        ax.axhline(0, color="k", lw=1)
-    grid.set_axis_labels("conv sparsity", "dense − sparse (points)")
-    plots.save_figure(grid.figure, cfg.figures_dir / "gap_vs_sparsity.png")
-    glue("gap_sparsity_figure", grid.figure, display=False)
+    fig = hidden_cost.gap_sparsity_figure(sparse_pairs)
+    plots.save_figure(fig, cfg.figures_dir / "gap_vs_sparsity.png")
+    glue("gap_sparsity_figure", fig, display=False)
     plt.show()
     gap_table = by_sparsity.round(2)
     display(gap_table)
@@ -226,15 +202,7 @@ if domain is not None:
 # %%
 bins = hidden_cost.reliability(cfg, runs)
 if len(bins):
-    kinds = list(dict.fromkeys(bins.model))
-    fig, axes = plt.subplots(1, len(kinds), figsize=(3.2 * len(kinds), 3.2), squeeze=False)
-    for ax, name in zip(axes[0], kinds):
-        part = bins[bins.model == name]
-        ax.bar(part.bin_lower, part.accuracy.fillna(0), width=1 / cfg.ece_bins, align="edge",
-               edgecolor="k", alpha=0.7)
-        ax.plot([0, 1], [0, 1], "k--", lw=1)
-        ax.set(title=f"{name} · ECE {100 * part.ece.iloc[0]:.1f}", xlabel="confidence",
-               ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    fig = hidden_cost.reliability_figure(bins, cfg.ece_bins)
     plots.save_figure(fig, cfg.figures_dir / "reliability.png")
     glue("reliability_figure", fig, display=False)
     plt.show()

@@ -70,7 +70,6 @@ cfg = study.Config.resolve(globals())
 plots.set_style()
 display(cfg.as_table())
 results = study.run(cfg)
-depths = study.chosen_depths(cfg, results.depths)
 scale.record_scale(
     cfg, models=[cfg.model], resolution=cfg.resolution, targets=cfg.targets,
     budgets={"training images per class": cfg.train_per_class, "PETL epochs": cfg.petl_epochs,
@@ -93,19 +92,9 @@ claims_engine.glue_values({
 # silhouette, and the last block's silhouette on the frozen backbone (before PETL).
 
 # %%
-curves = results.layers.query("tsne_seed == @cfg.tsne_seeds[0] and perplexity == @cfg.perplexities[0]")
-grid = sns.relplot(data=curves, x="layer", y="silhouette", hue="target", col="method", kind="line",
-                   marker="o", errorbar=None, height=3.2, aspect=1.25, hue_order=cfg.targets)
-palette = dict(zip(cfg.targets, sns.color_palette(n_colors=len(cfg.targets))))
-for method, ax in grid.axes_dict.items():
-    for target in cfg.targets:
-        kept = [d for (t, m, _), d in depths.items() if t == target and m == method]
-        ax.axvline(np.mean(kept), color=palette[target], ls=":", lw=1.5)
-    ax.axhline(0, color="grey", lw=0.8)
-grid.set_titles("{col_name}: silhouette of the t-SNE map (dotted: kept depth)")
-grid.set_axis_labels("block", "silhouette")
-plots.save_figure(grid.figure, cfg.figures_dir / "silhouette_vs_depth.png")
-glue("silhouette_figure", grid.figure, display=False)
+fig = study.silhouette_figure(results, cfg)
+plots.save_figure(fig, cfg.figures_dir / "silhouette_vs_depth.png")
+glue("silhouette_figure", fig, display=False)
 plt.show()
 
 last = results.depths.query("alpha == @cfg.alpha and tsne_seed == @cfg.tsne_seeds[0] "
@@ -128,21 +117,7 @@ glue("targets_count", len(cfg.targets), display=False)
 # SLS keeps it.
 
 # %%
-fig, axes = plt.subplots(len(cfg.targets), len(cfg.map_layers), squeeze=False,
-                         figsize=(2.1 * len(cfg.map_layers), 2.1 * len(cfg.targets)))
-for r, target in enumerate(cfg.targets):
-    seed0 = cfg.petl_seeds[first][0]
-    scores = curves.query("target == @target and method == @first and petl_seed == @seed0").set_index("layer")
-    for c, layer in enumerate(cfg.map_layers):
-        points = results.maps[target][layer - 1]
-        ax = axes[r, c]
-        ax.scatter(points[:, 0], points[:, 1], c=results.map_labels[target], cmap="tab10", s=4,
-                   vmin=0, vmax=9, linewidths=0)
-        kept = "kept" if layer <= depths[target, first, seed0] else "cut"
-        ax.set_title(f"{target} · block {layer} ({kept})\nSC = {scores.silhouette[layer]:.2f}", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-fig.tight_layout()
+fig = study.tsne_maps_figure(results, cfg)
 plots.save_figure(fig, cfg.figures_dir / "tsne_maps.png")
 glue("tsne_figure", fig, display=False)
 plt.show()
@@ -154,17 +129,9 @@ plt.show()
 # features, with Spearman's ρ over the blocks (first method, mean over PETL seeds).
 
 # %%
-premise = curves.query("method == @first").groupby(["target", "layer"])[["silhouette", "probe_accuracy"]].mean().reset_index()
-grid = sns.relplot(data=premise, x="silhouette", y="probe_accuracy", hue="layer", col="target",
-                   col_wrap=min(3, len(cfg.targets)), palette="viridis", height=2.6, col_order=cfg.targets,
-                   facet_kws={"sharex": False, "sharey": False})
-claim_rows = results.claims.set_index("claim")
-for target, ax in grid.axes_dict.items():
-    if f"P.{target}" in claim_rows.index:
-        ax.set_title(f"{target}: ρ = {claim_rows.effect[f'P.{target}']:.2f}")
-grid.set_axis_labels("silhouette (t-SNE map)", "linear-probe accuracy")
-plots.save_figure(grid.figure, cfg.figures_dir / "premise.png")
-glue("premise_figure", grid.figure, display=False)
+fig = study.premise_figure(results, cfg)
+plots.save_figure(fig, cfg.figures_dir / "premise.png")
+glue("premise_figure", fig, display=False)
 plt.show()
 
 # %% [markdown]
@@ -204,17 +171,7 @@ glue("comparisons_table", comparisons.set_index(["comparison", "target", "method
 # annotated with SLS's accuracy change against the full model (points).
 
 # %%
-drop = comparisons.query("comparison == 'sls_vs_full' and method == @first").set_index("target").effect_pp
-kept_first = last.query("method == @first").groupby("target").depth.mean()
-fig, ax = plt.subplots(figsize=(5.5, 3.6))
-for target in cfg.targets:
-    x, d = results.distances[target], kept_first[target]
-    ax.scatter(x, d, color=palette[target], s=60, label=target)
-    if target in drop:
-        ax.annotate(f"{drop[target]:+.1f}", (x, d), textcoords="offset points", xytext=(6, 4), fontsize=8)
-ax.set(xlabel="distance from ImageNet (1 − label spread, notebook 00)", ylabel=f"kept depth at α = {cfg.alpha}",
-       ylim=(0, full_depth + 0.5), title=f"{first}: kept depth (labels: SLS − full, points)")
-ax.legend(fontsize=7, loc="lower left")
+fig = study.depth_distance_figure(results, cfg)
 plots.save_figure(fig, cfg.figures_dir / "depth_vs_distance.png")
 glue("distance_figure", fig, display=False)
 plt.show()

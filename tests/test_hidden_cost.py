@@ -1,16 +1,17 @@
 """The study of notebook 01 (compstudy.studies.hidden_cost): the proxy set is disjoint from every
 transfer image, the config refuses impossible requests, the Latin square of sparse seeds, the
-resumable sweep, and claims decided on paired units."""
+resumable sweep, claims decided on paired units, and the figures."""
 
 import itertools
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from torch import nn
 
-from compstudy import config, data, paths
+from compstudy import config, data, metrics, paths
 from compstudy.errors import ConfigError
 from compstudy.studies import hidden_cost as hc
 
@@ -211,3 +212,64 @@ def test_pairs_subtract_the_dense_unit_of_the_same_target_budget_and_seed():
                  & (runs.shots == row.shots) & (runs.seed == row.seed)].accuracy.item()
     assert row.gap == pytest.approx(100 * (dense - row.accuracy))
     assert set(p.compression) == {"sparse", "quantized"}
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def test_sources_figure_draws_a_line_per_family_beside_the_dense_level():
+    sources = pd.DataFrame(
+        [{"compression": "dense", "family": "dense", "sparsity": 0.0, "agreement_top1": 1.0, "stubs_correct": 12}]
+        + [{"compression": "sparse", "family": f, "sparsity": s, "agreement_top1": 0.9 - s / 2 - 0.1 * i,
+            "stubs_correct": 11 - 10 * s} for i, f in enumerate(["gmp", "imp"]) for s in (0.5, 0.9)])
+    fig = hc.sources_figure(sources)
+    assert len(fig.axes) == 2
+    for ax, dense in zip(fig.axes, [1.0, 12]):
+        dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+        assert len(dashed) == 1 and list(dashed[0].get_ydata()) == [dense, dense]
+        drawn = [line for line in ax.lines if line.get_marker() == "o" and len(line.get_xdata())]
+        assert [list(line.get_xdata()) for line in drawn] == [[0.5, 0.9], [0.5, 0.9]]  # sparse models only
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["gmp", "imp"]
+    assert fig.axes[1].get_legend() is None
+    plt.close(fig)
+
+
+def test_gap_budget_figure_has_a_panel_per_family_and_a_line_per_method():
+    sparse = hc.pairs(synthetic_runs()).query("compression == 'sparse'")
+    fig = hc.gap_budget_figure(sparse, [4, 36])
+    assert [ax.get_title() for ax in fig.axes] == ["gmp", "imp"]
+    means = hc.interval_frame(sparse, ["family", "method", "shots"], "gap").set_index(["family", "method"])
+    for ax in fig.axes:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["4", "36"]
+        for container, method in zip(ax.containers, ["ilm", "lp"]):
+            assert np.allclose(container.lines[0].get_ydata(), means.loc[(ax.get_title(), method), "mean"])
+    assert [t.get_text() for t in fig.axes[-1].get_legend().get_texts()] == ["ILM", "LP"]
+    plt.close(fig)
+
+
+def test_gap_sparsity_figure_has_a_panel_per_method_with_a_zero_line():
+    sparse = hc.pairs(synthetic_runs()).query("compression == 'sparse'")
+    fig = hc.gap_sparsity_figure(sparse)
+    assert [ax.get_title() for ax in fig.axes] == ["method = ilm", "method = lp"]
+    for ax in fig.axes:
+        assert [list(line.get_ydata()) for line in ax.lines if line.get_color() == "k"] == [[0, 0]]
+        assert ax.get_xlabel() == "conv sparsity"
+    plt.close(fig)
+
+
+def test_reliability_figure_draws_each_models_bins_titled_with_its_ece():
+    generator = torch.Generator().manual_seed(0)
+    frames = []
+    for name in ("dense", "sparse 90%"):
+        probs = torch.softmax(3 * torch.randn(200, 10, generator=generator), 1)
+        labels = torch.randint(0, 10, (200,), generator=generator)
+        frames.append(metrics.reliability_bins(probs, labels, 15).assign(
+            model=name, ece=metrics.expected_calibration_error(probs, labels, 15)))
+    bins = pd.concat(frames, ignore_index=True)
+    fig = hc.reliability_figure(bins, 15)
+    assert [ax.get_title() for ax in fig.axes] == [f"{f.model[0]} · ECE {100 * f.ece[0]:.1f}" for f in frames]
+    for ax, frame in zip(fig.axes, frames):
+        bars = ax.patches
+        assert len(bars) == 15 and all(b.get_width() == pytest.approx(1 / 15) for b in bars)
+        assert np.allclose([b.get_height() for b in bars], frame.accuracy.fillna(0))
+    plt.close(fig)

@@ -1,7 +1,10 @@
-"""SLS: t-SNE silhouette scoring, the threshold walk, truncation, head re-fit, DepGraph, config."""
+"""SLS: t-SNE silhouette scoring, the threshold walk, truncation, head re-fit, DepGraph, config,
+the study's claims and figures."""
 
 import dataclasses
+import itertools
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -347,3 +350,79 @@ def test_claims_follow_the_designed_effects(sls_ahead):
     assert set(comparisons.comparison) == {"sls_vs_full", "sls_vs_depgraph"}
     assert (comparisons.ci_low_pp <= comparisons.effect_pp).all()
     assert (comparisons.effect_pp <= comparisons.ci_high_pp).all()
+
+
+# ----------------------------------------------------------------------------- figures
+
+FIGURE_DEPTHS = {"convpass": {"cifar10": 9, "fashion_mnist": 6, "mnist": 6, "far": 7},
+                 "adapter": dict.fromkeys(CLAIM_TARGETS, 4)}
+"""Kept depths of the figure fixture: the claim curves under Convpass, and a straight rise
+0.6 * l / 12 under the adapter (block 3 scores 0.15 < T = 0.18)."""
+
+
+@pytest.fixture(scope="module")
+def figure_inputs():
+    """Results of a run with the claim curves under Convpass plus a second PETL method."""
+    cfg, layers, table, frame, correct = _claim_inputs(True)
+    adapter = layers.assign(method="adapter", silhouette=0.6 * layers.layer / 12)
+    tsne_maps = {t: np.random.default_rng(i).random((12, 30, 2)) for i, t in enumerate(CLAIM_TARGETS)}
+    results = study.Results(
+        layers=pd.concat([layers, adapter], ignore_index=True),
+        depths=pd.concat([table, study.kept_depths(adapter, [cfg.alpha])], ignore_index=True),
+        models=frame, comparisons=study.compare(cfg, table, correct),
+        distances=pd.Series({t: 0.1 * (i + 1) for i, t in enumerate(CLAIM_TARGETS)}),
+        claims=pd.DataFrame([r.row() for r in study.test_claims(cfg, layers, table, frame, correct,
+                                                                  pd.Series(dtype=float))]),
+        maps=tsne_maps, map_labels={t: np.arange(30) % 3 for t in CLAIM_TARGETS},
+        test_images=dict.fromkeys(CLAIM_TARGETS, 400))
+    cfg = dataclasses.replace(cfg, petl_methods=["convpass", "adapter"],
+                              petl_seeds={"convpass": [0], "adapter": [0]})
+    return cfg, results
+
+
+def test_silhouette_figure_marks_each_targets_kept_depth_in_its_colour_per_method(figure_inputs):
+    cfg, results = figure_inputs
+    fig = study.silhouette_figure(results, cfg)
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        method = ax.get_title().split(":")[0]
+        curves = [line for line in ax.lines if line.get_marker() == "o" and len(line.get_xdata())]
+        dotted = [line for line in ax.lines if line.get_linestyle() == ":"]
+        assert [line.get_xdata()[0] for line in dotted] == [FIGURE_DEPTHS[method][t] for t in cfg.targets]
+        assert [line.get_color() for line in dotted] == [line.get_color() for line in curves]
+        assert len(curves) == len(cfg.targets) and list(curves[0].get_xdata()) == list(range(1, 13))
+    assert {ax.get_title().split(":")[0] for ax in fig.axes} == set(FIGURE_DEPTHS)
+    plt.close(fig)
+
+
+def test_tsne_maps_figure_has_a_map_per_target_and_block_titled_kept_or_cut(figure_inputs):
+    cfg, results = figure_inputs
+    fig = study.tsne_maps_figure(results, cfg)
+    assert len(fig.axes) == len(cfg.targets) * len(cfg.map_layers)
+    curves = results.layers.query("method == 'convpass'").set_index(["target", "layer"]).silhouette
+    for ax, (target, layer) in zip(fig.axes, itertools.product(cfg.targets, cfg.map_layers)):
+        kept = "kept" if layer <= FIGURE_DEPTHS["convpass"][target] else "cut"
+        assert ax.get_title() == f"{target} · block {layer} ({kept})\nSC = {curves[target, layer]:.2f}"
+        assert np.array_equal(ax.collections[0].get_offsets(), results.maps[target][layer - 1])
+    plt.close(fig)
+
+
+def test_premise_figure_titles_each_target_with_its_spearman_rho(figure_inputs):
+    cfg, results = figure_inputs
+    fig = study.premise_figure(results, cfg)
+    rho = results.claims.set_index("claim").effect
+    assert [ax.get_title() for ax in fig.axes] == [f"{t}: ρ = {rho[f'P.{t}']:.2f}" for t in cfg.targets]
+    assert all(len(ax.collections[0].get_offsets()) == 12 for ax in fig.axes)  # one point per block
+    plt.close(fig)
+
+
+def test_depth_distance_figure_puts_each_target_at_its_distance_and_kept_depth(figure_inputs):
+    cfg, results = figure_inputs
+    fig = study.depth_distance_figure(results, cfg)
+    (ax,) = fig.axes
+    points = [tuple(c.get_offsets()[0]) for c in ax.collections]
+    assert points == [(results.distances[t], FIGURE_DEPTHS["convpass"][t]) for t in cfg.targets]
+    drop = results.comparisons.query("comparison == 'sls_vs_full'").set_index("target").effect_pp
+    assert [a.get_text() for a in ax.texts] == [f"{drop[t]:+.1f}" for t in cfg.targets]
+    assert ax.get_ylim() == (0, 12.5)
+    plt.close(fig)

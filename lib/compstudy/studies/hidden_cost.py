@@ -21,6 +21,9 @@ What a run does, in order:
 4. **Claims** of Misra et al. (abstract and section 4: VP label mappings, the dense - sparse gap
    against method, budget and sparsity, calibration of sparse and quantized sources) through
    :mod:`compstudy.claims`.
+
+The notebook's multi-panel figures are drawn here too (the ``*_figure`` functions at the end);
+the notebook saves and glues them.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import torch
 from torch.nn import functional as F
 
@@ -821,3 +826,66 @@ def run(cfg: Config, progress: bool = True) -> Results:
            "transfer": clock["transfer"] - clock["checks"], "total": time.process_time() - clock["start"]}
     return Results(measured, layers, runs, p, frame, domain_check(cfg, p),
                    {t: len(test) for t, (_, test) in targets.items()}, split, cpu)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def sources_figure(sources: pd.DataFrame):
+    """Top-1 agreement with the dense model and stub images right against conv sparsity, per
+    family, beside the dense model's level (dashed): how much of the source distillation keeps."""
+    sparse = sources[sources.compression == "sparse"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    sns.lineplot(data=sparse, x="sparsity", y="agreement_top1", hue="family", marker="o", ax=axes[0])
+    sns.lineplot(data=sparse, x="sparsity", y="stubs_correct", hue="family", marker="o", ax=axes[1],
+                 legend=False)
+    for ax, column in zip(axes, ["agreement_top1", "stubs_correct"]):
+        ax.axhline(float(sources.loc[sources.compression == "dense", column].iloc[0]), color="k", ls="--", lw=1)
+    axes[0].set(ylabel="top-1 agreement with dense", xlabel="conv sparsity")
+    axes[1].set(ylabel="stub images right (of 16)", xlabel="conv sparsity")
+    return fig
+
+
+def gap_budget_figure(sparse_pairs: pd.DataFrame, shots: Sequence[int]):
+    """Dense − sparse accuracy against images per class, one panel per sparse family and a line
+    per method (mean, 95 % t-interval): whether the cost of sparsity shrinks with data."""
+    by_budget = interval_frame(sparse_pairs, ["family", "method", "shots"], "gap")
+    fig, axes = plt.subplots(1, by_budget.family.nunique(), figsize=(2.6 * by_budget.family.nunique(), 3),
+                             sharey=True, squeeze=False)
+    for ax, (family, frame) in zip(axes[0], by_budget.groupby("family", sort=False)):
+        for method, part in frame.groupby("method"):
+            ax.errorbar(part.shots, part["mean"], yerr=[part["mean"] - part.ci_low, part.ci_high - part["mean"]],
+                        marker="o", capsize=3, label=method.upper())
+        ax.axhline(0, color="k", lw=1)
+        ax.set(title=family, xscale="log", xlabel="images per class")
+        ax.set_xticks(shots, [str(s) for s in shots])
+        ax.minorticks_off()
+    axes[0][0].set_ylabel("dense − sparse (points)")
+    axes[0][-1].legend(fontsize=8)
+    return fig
+
+
+def gap_sparsity_figure(sparse_pairs: pd.DataFrame):
+    """Dense − sparse accuracy against conv sparsity, one panel per method and a line per family
+    (95 % CI), with the zero line: whether the cost of sparsity grows with sparsity."""
+    grid = sns.relplot(data=sparse_pairs, x="sparsity", y="gap", hue="family", col="method", kind="line",
+                       marker="o", errorbar=("ci", 95), height=3, aspect=1.1)
+    for ax in grid.axes.flat:
+        ax.axhline(0, color="k", lw=1)
+    grid.set_axis_labels("conv sparsity", "dense − sparse (points)")
+    return grid.figure
+
+
+def reliability_figure(bins: pd.DataFrame, n_bins: int):
+    """Reliability diagram of each model kind in ``bins`` (from :func:`reliability`), titled
+    with its ECE: whether compression leaves VP predictions over- or under-confident."""
+    kinds = list(dict.fromkeys(bins.model))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.2 * len(kinds), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], kinds):
+        part = bins[bins.model == name]
+        ax.bar(part.bin_lower, part.accuracy.fillna(0), width=1 / n_bins, align="edge",
+               edgecolor="k", alpha=0.7)
+        ax.plot([0, 1], [0, 1], "k--", lw=1)
+        ax.set(title=f"{name} · ECE {100 * part.ece.iloc[0]:.1f}", xlabel="confidence",
+               ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    return fig

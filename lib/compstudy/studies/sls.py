@@ -1,4 +1,4 @@
-"""Notebook 03, SLS on an ImageNet DeiT-Tiny: units, caching, tables and claims.
+"""Notebook 03, SLS on an ImageNet DeiT-Tiny: units, caching, tables, claims and figures.
 
 For every target, PETL method and PETL seed the study trains adapters and head on the frozen
 ImageNet ViT (cached), extracts the CLS token of every block on the training and test images
@@ -17,8 +17,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import torch
 
 from .. import cache, claims, config, data, features, metrics, models, paths
@@ -549,12 +551,17 @@ def _at(frame: pd.DataFrame, **values) -> pd.DataFrame:
     return frame[mask]
 
 
+def _sls_setting(cfg: Config, frame: pd.DataFrame, **values) -> pd.DataFrame:
+    """Rows of ``frame`` (per block or per kept depth) at the t-SNE setting SLS uses (the first
+    seed and perplexity) whose columns equal ``values``."""
+    tsne_seed, perplexity = tsne_settings(cfg)[0]
+    return _at(frame, tsne_seed=tsne_seed, perplexity=perplexity, **values)
+
+
 def chosen_depths(cfg: Config, depth_table: pd.DataFrame, alpha: float | None = None) -> dict[tuple, int]:
     """Kept depth per (target, method, petl_seed) at ``alpha`` (default: cfg.alpha) with the
     t-SNE setting SLS uses (the first seed and perplexity)."""
-    tsne_seed, perplexity = tsne_settings(cfg)[0]
-    rows = _at(depth_table, tsne_seed=tsne_seed, perplexity=perplexity,
-               alpha=float(cfg.alpha if alpha is None else alpha))
+    rows = _sls_setting(cfg, depth_table, alpha=float(cfg.alpha if alpha is None else alpha))
     return {(r.target, r.method, int(r.petl_seed)): int(r.depth) for r in rows.itertuples()}
 
 
@@ -646,8 +653,7 @@ def _claim(id_: str, statement: str, paper: str, evidence: str, direction: int =
 
 def _first_curves(cfg: Config, layers: pd.DataFrame, method: str) -> dict[str, pd.DataFrame]:
     """Per target: the per-block means over PETL seeds of ``method``, t-SNE setting of SLS."""
-    tsne_seed, perplexity = tsne_settings(cfg)[0]
-    rows = _at(layers, method=method, tsne_seed=tsne_seed, perplexity=perplexity)
+    rows = _sls_setting(cfg, layers, method=method)
     return {t: rows[rows.target == t].groupby("layer")[["silhouette", "raw_silhouette", "probe_accuracy"]].mean()
             for t in cfg.targets if (rows.target == t).any()}
 
@@ -804,3 +810,92 @@ def _speed_ratios(models_frame, depths, units, method, arm_a, arm_b, batch, full
     column = f"images_per_s_b{batch}"
     return [(t, 100 * (a / b - 1))
             for t, a, b in _pairs(models_frame, depths, units, method, arm_a, arm_b, full_depth, column)]
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _target_colours(cfg: Config) -> dict[str, tuple]:
+    """One colour per target, in the order of cfg.targets (the hue order of the figures)."""
+    return dict(zip(cfg.targets, sns.color_palette(n_colors=len(cfg.targets))))
+
+
+def _mean_depth(depths: Mapping[tuple, int], target: str, method: str) -> float:
+    """Kept depth of ``target`` under ``method``, mean over the PETL seeds (chosen_depths)."""
+    return float(np.mean([d for (t, m, _), d in depths.items() if t == target and m == method]))
+
+
+def silhouette_figure(results: Results, cfg: Config):
+    """Silhouette of each block's t-SNE map against depth, one panel per PETL method, with each
+    target's kept depth at alpha (dotted): where SLS cuts each curve."""
+    depths = chosen_depths(cfg, results.depths)
+    grid = sns.relplot(data=_sls_setting(cfg, results.layers), x="layer", y="silhouette", hue="target",
+                       col="method", kind="line", marker="o", errorbar=None, height=3.2, aspect=1.25,
+                       hue_order=cfg.targets)
+    colours = _target_colours(cfg)
+    for method, ax in grid.axes_dict.items():
+        for target in cfg.targets:
+            ax.axvline(_mean_depth(depths, target, method), color=colours[target], ls=":", lw=1.5)
+        ax.axhline(0, color="grey", lw=0.8)
+    grid.set_titles("{col_name}: silhouette of the t-SNE map (dotted: kept depth)")
+    grid.set_axis_labels("block", "silhouette")
+    return grid.figure
+
+
+def tsne_maps_figure(results: Results, cfg: Config):
+    """t-SNE maps of the blocks cfg.map_layers, one row per target (first method, first PETL
+    seed), coloured by class and titled with the block's silhouette and whether SLS keeps it:
+    what the score sees."""
+    first = cfg.petl_methods[0]
+    seed = cfg.petl_seeds[first][0]
+    depths = chosen_depths(cfg, results.depths)
+    fig, axes = plt.subplots(len(cfg.targets), len(cfg.map_layers), squeeze=False,
+                             figsize=(2.1 * len(cfg.map_layers), 2.1 * len(cfg.targets)))
+    for r, target in enumerate(cfg.targets):
+        scores = _sls_setting(cfg, results.layers, target=target, method=first, petl_seed=seed).set_index("layer")
+        for c, layer in enumerate(cfg.map_layers):
+            points = results.maps[target][layer - 1]
+            ax = axes[r, c]
+            ax.scatter(points[:, 0], points[:, 1], c=results.map_labels[target], cmap="tab10", s=4,
+                       vmin=0, vmax=9, linewidths=0)
+            kept = "kept" if layer <= depths[target, first, seed] else "cut"
+            ax.set_title(f"{target} · block {layer} ({kept})\nSC = {scores.silhouette[layer]:.2f}", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def premise_figure(results: Results, cfg: Config):
+    """Linear-probe accuracy against silhouette per block, one panel per target titled with
+    Spearman's rho (claim P): whether the silhouette ranks blocks as separability does."""
+    curves = _first_curves(cfg, results.layers, cfg.petl_methods[0])
+    premise = pd.concat(curves, names=["target"]).reset_index()
+    grid = sns.relplot(data=premise, x="silhouette", y="probe_accuracy", hue="layer", col="target",
+                       col_wrap=min(3, len(cfg.targets)), palette="viridis", height=2.6, col_order=cfg.targets,
+                       facet_kws={"sharex": False, "sharey": False})
+    claim_rows = results.claims.set_index("claim")
+    for target, ax in grid.axes_dict.items():
+        if f"P.{target}" in claim_rows.index:
+            ax.set_title(f"{target}: ρ = {claim_rows.effect[f'P.{target}']:.2f}")
+    grid.set_axis_labels("silhouette (t-SNE map)", "linear-probe accuracy")
+    return grid.figure
+
+
+def depth_distance_figure(results: Results, cfg: Config):
+    """Kept depth at alpha (first method) against each target's distance from ImageNet, each
+    point labelled with SLS's accuracy change against the full model: does depth follow domain?"""
+    first = cfg.petl_methods[0]
+    depths = chosen_depths(cfg, results.depths)
+    drop = _at(results.comparisons, comparison="sls_vs_full", method=first).set_index("target").effect_pp
+    colours = _target_colours(cfg)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for target in cfg.targets:
+        x, d = results.distances[target], _mean_depth(depths, target, first)
+        ax.scatter(x, d, color=colours[target], s=60, label=target)
+        if target in drop:
+            ax.annotate(f"{drop[target]:+.1f}", (x, d), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set(xlabel="distance from ImageNet (1 − label spread, notebook 00)", ylabel=f"kept depth at α = {cfg.alpha}",
+           ylim=(0, model_depth(cfg.model) + 0.5), title=f"{first}: kept depth (labels: SLS − full, points)")
+    ax.legend(fontsize=7, loc="lower left")
+    return fig
