@@ -76,20 +76,23 @@ def test_recipes_follow_the_paper():
     assert large.schedule == "cosine" and large.warmup_epochs == 1.0 and large.lr == 0.1
 
 
+EPOCHS = 8  # the large model's epochs of the claim tests
+
+
 def _runs(gap_sb_ft=(4.0, 3.0, 5.0, 4.5), gap_se_ft=(0.2, -0.3, 0.1, 0.0)):
     """A runs frame: FT at 50, Scratch-B / Scratch-E at 50 + gap, for each structured target."""
     rows = []
     for target in ("vgg16_a", "resnet20_b", "vgg16_slimmed", "vgg16_sparse"):
         for seed, (b, e) in enumerate(zip(gap_sb_ft, gap_se_ft)):
-            rows += [{"target": target, "regime": "finetune", "seed": seed, "budget": 8, "accuracy": 50.0},
-                     {"target": target, "regime": "scratch_b", "seed": seed, "budget": 8, "accuracy": 50.0 + b},
-                     {"target": target, "regime": "scratch_e", "seed": seed, "budget": 8, "accuracy": 50.0 + e},
-                     {"target": target, "regime": "uniform_e", "seed": seed, "budget": 8, "accuracy": 45.0 + e}]
+            rows += [{"target": target, "regime": "finetune", "seed": seed, "budget": EPOCHS, "accuracy": 50.0},
+                     {"target": target, "regime": "scratch_b", "seed": seed, "budget": EPOCHS, "accuracy": 50.0 + b},
+                     {"target": target, "regime": "scratch_e", "seed": seed, "budget": EPOCHS, "accuracy": 50.0 + e},
+                     {"target": target, "regime": "uniform_e", "seed": seed, "budget": EPOCHS, "accuracy": 45.0 + e}]
     return pd.DataFrame(rows)
 
 
 def test_claims_read_the_paired_differences():
-    cfg = pv.Config.from_overrides({"seeds": [0, 1, 2, 3]})
+    cfg = pv.Config.from_overrides({"seeds": [0, 1, 2, 3], "epochs": EPOCHS})
     found = {r.claim.id: r for r in pv.claim_results(_runs(), cfg)}
     assert set(found) == {"1.1", "1.2", "2.1", "2.2", "3.1", "3.2", "4", "5"}
     assert found["1.1"].verdict == "reproduced" and found["1.1"].effect == pytest.approx(4.125)
