@@ -47,7 +47,7 @@ compressed_methods = {"ilm": ["fashion_mnist", "mnist", "far"],
                       "lp": ["cifar10", "fashion_mnist", "mnist", "far"]}  # targets per method
 sparse_seeds = "latin"  # latin: one seed per sparse model (family + sparsity index); all
 # side each target is resized to: the window of the VP canvas (LP reads the image at the canvas side)
-vp_image_sides = {"cifar10": [80], "fashion_mnist": [40], "mnist": [40], "digits": [40], "far": [40]}
+vp_image_sides = {"cifar10": [112], "fashion_mnist": [40], "mnist": [40], "digits": [40], "far": [40]}
 vp_border = 4  # prompt width in pixels on each side; the canvas side is the image side plus twice this
 vp_epochs = 2
 vp_lr = 0.03
