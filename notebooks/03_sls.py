@@ -82,7 +82,8 @@ claims_engine.glue_values({
     "tsne_iter": cfg.tsne_iter, "taylor_batches": cfg.taylor_batches, "resolution": cfg.resolution,
     "equivalence_margin": cfg.equivalence_margin, "perplexity": cfg.perplexities[0],
     "tsne_seed": cfg.tsne_seeds[0], "taylor_batch_size": cfg.taylor_batch_size,
-    "throughput_batches": claims_engine.and_join(cfg.throughput_batches)})
+    "throughput_batches": claims_engine.and_join(cfg.throughput_batches),
+    "targets": claims_engine.and_join(cfg.targets)})
 
 # %% [markdown]
 # ## Silhouette versus depth
