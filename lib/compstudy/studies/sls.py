@@ -714,9 +714,7 @@ def test_claims(cfg: Config, layers: pd.DataFrame, depth_table: pd.DataFrame, mo
         share = _ideal_shares(models_frame, depths, units, first, batch, full_depth)
         claim = _claim("2.speed", f"The truncated model is faster than the full one (share of the "
                        f"ideal speed-up L/d realised, %, batch {batch})", "speed", "throughput table")
-        out.append(claims.directional(claim, [v for _, v in share], cluster=[t for t, _ in share])
-                   if len({t for t, _ in share}) >= 2 else
-                   claims.not_testable(claim, "SLS truncated fewer than two targets"))
+        out.append(_directional_or_not(claim, share))
     if "natural" in cfg.claims:
         claim = _claim("3", "Natural targets keep more blocks than the others (kept depth of the "
                        "natural targets minus each other target's)", "natural", "kept-depth table")
