@@ -6,6 +6,10 @@ SHELL := /bin/bash
 PROFILE ?= cpu
 NB ?= 00_upstream
 RUN ?= main
+# Runs at once in `make runs` / `make book`. The smoke runs are mostly single-threaded Python
+# and kernel start-up, so two at once nearly halve the smoke book; the cpu runs keep both cores
+# busy, where two at once would only inflate the wall time each run records on its page.
+JOBS ?= $(if $(filter smoke,$(PROFILE)),2,1)
 VENV := .venv
 PY := $(VENV)/bin/python
 export TQDM_DISABLE ?= 1
@@ -17,7 +21,7 @@ help:
 	@echo "make setup                      create .venv with the pinned dependencies"
 	@echo "make test                       run the test suite"
 	@echo "make run NB=<nb> RUN=<run> PROFILE=<profile>   execute one notebook run"
-	@echo "make book [PROFILE=cpu]         every run in dependency order, then the book in _build/html"
+	@echo "make book [PROFILE=cpu] [JOBS=n] every run in dependency order, then the book in _build/html"
 	@echo "make check                      validate every config of every profile"
 	@echo "make bench                      print benchmark ratios"
 
@@ -38,7 +42,7 @@ run:
 	$(PY) -m compstudy.runner run $(NB) $(RUN) --profile $(PROFILE)
 
 runs:
-	$(PY) -m compstudy.runner all --profile $(PROFILE)
+	$(PY) -m compstudy.runner all --profile $(PROFILE) --jobs $(JOBS)
 
 book: runs
 	$(VENV)/bin/jupyter-book build book -n -W --keep-going -q

@@ -52,8 +52,9 @@ def build_book(root: Path) -> None:
 
 
 def run_all(root: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Every run of the copy at ``root`` under ``smoke``."""
-    return subprocess.run([PYTHON, "-m", "compstudy.runner", "all", "--profile", "smoke"],
+    """Every run of the copy at ``root`` under ``smoke``, two at a time as ``make book`` does."""
+    return subprocess.run([PYTHON, "-m", "compstudy.runner", "all", "--profile", "smoke",
+                           "--jobs", "2"],
                           capture_output=True, text=True, env=study_env(root), timeout=timeout)
 
 

@@ -1,5 +1,6 @@
 """The runner: cache keys, skipping, invalidation, resumption and one-line errors."""
 
+import contextlib
 import shutil
 import subprocess
 import textwrap
@@ -85,6 +86,21 @@ def test_skip_rerun_on_config_change_and_resume_after_interruption(toy_study, mo
     assert list(after.unit) == [0, 1, 2, 3]  # nothing lost, nothing duplicated
     assert list(after.pid[:2]) == list(before.pid)  # finished rows were not recomputed
     assert after.pid[2] != before.pid[0]
+
+
+@pytest.mark.slow
+def test_all_runs_share_one_kernel_but_each_starts_from_an_empty_namespace(toy_study):
+    notebook = toy_study / "notebooks" / "00_toy.py"
+    notebook.write_text(TOY.replace("# %%\nimport os", "# %%\nassert 'store' not in dir(), "
+                                    "'the previous run left its namespace'\n\n# %%\nimport os", 1))
+    (toy_study / "configs" / "smoke" / "00_toy" / "again.yaml").write_text("units: 3\n")
+    runner.run_all("smoke")
+    again = pd.read_csv(toy_study / "results" / "smoke" / "00_toy" / "again" / "runs.csv")
+    assert len(rows(toy_study)) == 5 and len(again) == 3
+    assert set(rows(toy_study).pid) == set(again.pid)  # one kernel process for both runs
+    page = nbformat.read(runner.output_path("00_toy", "again"), 4)
+    counts = [c.execution_count for c in page.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1))  # numbered as a fresh kernel would
 
 
 def test_key_changes_with_the_imported_library_notebook_code_and_config(toy_study, tmp_path):
@@ -321,3 +337,51 @@ def test_a_run_page_is_titled_short_with_its_run_and_subtitled_below():
     runner._label(plain, "99_summary", "main", "smoke")
     assert plain.cells[0].source == "# All claims · main (smoke)\n"
     assert plain.cells[1].source.startswith("*Run `main`")
+
+
+def test_each_run_waits_for_its_notebooks_earlier_runs_its_upstream_and_what_it_reads():
+    waits = runner.schedule("smoke")
+    assert list(waits)[0] == ("00_upstream", "main") and waits[("00_upstream", "main")] == ()
+    assert waits[("03_sls", "alpha")] == (("03_sls", "main"), ("00_upstream", "main"))
+    assert ("02_pruning_value", "main") not in waits[("03_sls", "main")]
+    summary = [item for item in waits if item[0] == "99_summary"]
+    assert set(waits[summary[0]]) == set(waits) - set(summary)  # it reads every claims.csv
+
+
+def test_parallel_runs_start_only_after_what_they_wait_for_and_skip_what_a_failure_blocks(
+        monkeypatch):
+    import threading
+    import time as clock
+
+    waits = runner.schedule("smoke")
+    started, finished, active, most_active = [], set(), set(), [0]
+    lock = threading.Lock()
+
+    def fake_run(notebook, run_name, profile, kernel):
+        item = (notebook, run_name)
+        with lock:
+            assert set(waits[item]) <= finished, f"{item} started before {waits[item]}"
+            assert kernel not in {k for _, k in active}, "two runs in one kernel at once"
+            started.append(item)
+            active.add((item, kernel))
+            most_active[0] = max(most_active[0], len(active))
+        clock.sleep(0.05)
+        with lock:
+            active.discard((item, kernel))
+            finished.add(item)
+        if item == ("03_sls", "main"):
+            raise RuntimeError("simulated failure")
+        return True
+
+    kernels = iter(range(100))
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr(runner, "shared_kernel", contextlib.contextmanager(
+        lambda **env: (yield next(kernels))))
+    with pytest.raises(RuntimeError) as failed:
+        runner.run_all("smoke", jobs=2)
+    report = str(failed.value)
+    assert "03_sls/main: RuntimeError: simulated failure" in report
+    assert "03_sls/alpha: not run: 03_sls/main failed" in report
+    assert "99_summary/main: not run" in report
+    assert ("03_sls", "alpha") not in started and ("04_dcvit", "update_all") in started
+    assert most_active[0] == 2  # two at once, never more
