@@ -226,13 +226,13 @@ def _empty_namespace(manager) -> None:
 
 def _number_cells_from_one(notebook_node) -> None:
     """Execution counts as a fresh kernel would give them (a shared kernel keeps counting)."""
-    counts = {}
-    for cell in notebook_node.cells:
-        if cell.cell_type == "code" and cell.get("execution_count") is not None:
-            counts[cell.execution_count] = cell.execution_count = len(counts) + 1
-            for output in cell.outputs:
-                if output.get("execution_count") is not None:
-                    output.execution_count = cell.execution_count
+    executed = [cell for cell in notebook_node.cells
+                if cell.cell_type == "code" and cell.get("execution_count") is not None]
+    for count, cell in enumerate(executed, start=1):
+        cell.execution_count = count
+        for output in cell.outputs:
+            if output.get("execution_count") is not None:
+                output.execution_count = count
 
 
 def run(notebook: str, run_name: str, profile: str, force: bool = False,
