@@ -266,7 +266,7 @@ def run(notebook: str, run_name: str, profile: str, force: bool = False,
             _empty_namespace(kernel)
         executed = papermill.execute_notebook(
             source, str(tmp), parameters=overrides, kernel_name="python3",
-            cwd=None if kernel else str(paths.REPO_ROOT),  # a shared kernel started there
+            cwd=None if kernel is not None else str(paths.REPO_ROOT),  # a shared kernel started there
             progress_bar=False, config=_kernel_config(), km=kernel)
     except papermill.PapermillExecutionError as error:
         tmp.unlink(missing_ok=True)
@@ -331,10 +331,10 @@ def run_all(profile: str, notebooks: list[str] | None = None, jobs: int = 1) -> 
         finally:
             idle_kernels.put(kernel)
 
+    env = {"OMP_WAIT_POLICY": "PASSIVE"} if jobs > 1 else {}
     with ExitStack() as kernels:
         for _ in range(jobs):
-            idle_kernels.put(kernels.enter_context(
-                shared_kernel(OMP_WAIT_POLICY="PASSIVE") if jobs > 1 else shared_kernel()))
+            idle_kernels.put(kernels.enter_context(shared_kernel(**env)))
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             running: dict = {}
             while waiting or running:
