@@ -69,6 +69,8 @@ def test_skip_rerun_on_config_change_and_resume_after_interruption(toy_study, mo
     assert executed.metadata["compstudy"]["profile"] == "smoke"
     assert any("make run NB=00_toy RUN=main PROFILE=smoke" in c.source for c in executed.cells)
     assert runner.run("00_toy", "main", "smoke") is False  # unchanged: skipped
+    shutil.rmtree(toy_study / "results")  # the page stays, but other notebooks read the rows
+    assert runner.run("00_toy", "main", "smoke") is True and len(rows(toy_study)) == 5
 
     yaml_file = toy_study / "configs" / "smoke" / "00_toy" / "main.yaml"
     yaml_file.write_text("units: 4\n")  # new key: results start afresh
@@ -373,10 +375,10 @@ def test_parallel_runs_start_only_after_what_they_wait_for_and_skip_what_a_failu
             raise RuntimeError("simulated failure")
         return True
 
-    kernels = iter(range(100))
+    kernels, environments = iter(range(100)), []
     monkeypatch.setattr(runner, "run", fake_run)
     monkeypatch.setattr(runner, "shared_kernel", contextlib.contextmanager(
-        lambda **env: (yield next(kernels))))
+        lambda **env: environments.append(env) or (yield next(kernels))))
     with pytest.raises(RuntimeError) as failed:
         runner.run_all("smoke", jobs=2)
     report = str(failed.value)
@@ -385,3 +387,5 @@ def test_parallel_runs_start_only_after_what_they_wait_for_and_skip_what_a_failu
     assert "99_summary/main: not run" in report
     assert ("03_sls", "alpha") not in started and ("04_dcvit", "update_all") in started
     assert most_active[0] == 2  # two at once, never more
+    # idle OpenMP threads sleep, and numpy's OpenBLAS (which can only spin) has one thread
+    assert environments == [{"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_NUM_THREADS": "1"}] * 2

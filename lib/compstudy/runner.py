@@ -7,8 +7,8 @@ run of every notebook in dependency order; ``check`` validates every YAML of eve
 A run's key hashes its resolved parameters, the code it runs (the notebook's code and the
 ``compstudy`` modules it imports, directly or not, without docstrings and comments), the
 keys of the upstream runs its config declares and the contents of the result files it
-declares it reads (``INPUTS``). A run whose executed notebook carries the current key is
-skipped. The executed notebook is written to a temporary name and renamed
+declares it reads (``INPUTS``). A run whose executed notebook and results folder both carry
+the current key is skipped. The executed notebook is written to a temporary name and renamed
 on success, so a failed run never looks finished. The results folder remembers the key its
 rows were computed under: a rerun with the same key resumes (the notebook skips finished
 rows), a new key starts the results afresh; a finished run adds its wall time there.
@@ -168,12 +168,17 @@ def _kernel_config():
     return Config({"KernelManager": {"transport_encryption": policy}})
 
 
+def _results_key(results_dir: Path) -> str | None:
+    """The key the results folder's rows were computed under (None once it is deleted)."""
+    key_file = results_dir / KEY_FILE
+    return key_file.read_text() if key_file.exists() else None
+
+
 def _prepare_results(results_dir: Path, key: str) -> None:
     """Keep rows computed under ``key`` (resume); drop rows from another config or code."""
-    key_file = results_dir / KEY_FILE
-    if results_dir.exists() and (not key_file.exists() or key_file.read_text() != key):
+    if results_dir.exists() and _results_key(results_dir) != key:
         shutil.rmtree(results_dir)
-    atomic_write_text(key_file, key)
+    atomic_write_text(results_dir / KEY_FILE, key)
 
 
 @contextmanager
@@ -198,11 +203,12 @@ def shared_kernel(**env: str) -> Iterator[Any]:
 
 
 def _empty_namespace(manager) -> None:
-    """Start the next run in ``manager``'s kernel from an empty namespace (``%reset -f``)
-    with no figure open; modules stay imported. A kernel that died is restarted.
+    """Start the next run in ``manager``'s kernel from an empty namespace (what ``%reset -f``
+    does, once: each reset collects garbage, about a second with torch loaded) with no figure
+    open; modules stay imported. A kernel that died is restarted.
 
     What a module keeps between runs is read-only (the ``functools.cache``d architecture
-    costs) or reset by every run (``seeding.seed_everything`` seeds and sets the threads,
+    costs, the op counts per architecture) or reset by every run (``seeding.seed_everything`` seeds and sets the threads,
     ``plots.set_style`` the style), so a run's numbers do not depend on what ran before it.
     """
     from jupyter_client import BlockingKernelClient
@@ -216,7 +222,7 @@ def _empty_namespace(manager) -> None:
     try:
         client.wait_for_ready(timeout=60)
         reply = client.execute_interactive(
-            "%reset -f\nimport matplotlib.pyplot\nmatplotlib.pyplot.close('all')\n%reset -f",
+            "import matplotlib.pyplot\nmatplotlib.pyplot.close('all')\nget_ipython().reset(new_session=False)",
             store_history=False, timeout=60, output_hook=lambda message: None)
     finally:
         client.stop_channels()
@@ -243,7 +249,7 @@ def run(notebook: str, run_name: str, profile: str, force: bool = False,
     cfg = config.config_class(notebook).from_overrides(overrides)
     key = run_key(notebook, cfg.params)
     out = output_path(notebook, run_name)
-    if not force and stored_key(out) == key:
+    if not force and stored_key(out) == key == _results_key(cfg.results_dir):
         print(f"[skip] {notebook}/{run_name} ({profile}): unchanged")
         return False
 
@@ -315,8 +321,11 @@ def run_all(profile: str, notebooks: list[str] | None = None, jobs: int = 1) -> 
     Runs that fail are reported at the end; the runs that wait for them are not started.
     With several jobs the kernels' OpenMP threads sleep instead of spinning when idle: two
     spinning two-thread kernels on two cores ran 3x slower each, passive ones as fast as one
-    after the other. The jobs change the wall time, not the numbers: the threads per kernel
-    stay as ``seeding.seed_everything`` sets them.
+    after the other. numpy's and scipy's OpenBLAS threads spin too, with no passive mode, so
+    each kernel gets one: beside another run, the smoke 03_sls/main took 61 s with two and
+    21 s with one. The jobs change the wall time, not the numbers: torch keeps the threads
+    ``seeding.seed_everything`` sets, and the smoke book's results were equal in every
+    non-timing column with and without the OpenBLAS limit.
     """
     jobs = max(1, jobs)
     waiting = schedule(profile, notebooks)
@@ -331,7 +340,7 @@ def run_all(profile: str, notebooks: list[str] | None = None, jobs: int = 1) -> 
         finally:
             idle_kernels.put(kernel)
 
-    env = {"OMP_WAIT_POLICY": "PASSIVE"} if jobs > 1 else {}
+    env = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_NUM_THREADS": "1"} if jobs > 1 else {}
     with ExitStack() as kernels:
         for _ in range(jobs):
             idle_kernels.put(kernels.enter_context(shared_kernel(**env)))
