@@ -61,6 +61,11 @@ def test_analytic_tp_count_equals_the_measured_count(vit, costs):
     assert dcvit.analytic_vit_costs().total == 17_593_519_096  # metrics.count_macs of timm ViT-B/16
 
 
+def test_dropping_a_block_saves_its_attention_norm2_and_mlp(vit, costs):
+    dropped = dcvit.model_macs(practise.drop_blocks(vit, [2]))
+    assert costs.total - dropped == costs.block + costs.norm2
+
+
 def test_architecture_costs_equal_the_measured_costs_of_deit_tiny():
     from compstudy import models
 

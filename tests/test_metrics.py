@@ -1,10 +1,12 @@
 """Tests for compstudy.metrics: hand-computed calibration, exact op counts, latency sanity."""
 
+import copy
 import math
 
 import pytest
 import timm
 import torch
+import torch_pruning as tp
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.nn.utils import prune
@@ -177,6 +179,27 @@ def test_count_macs_timm_attention_with_pruned_width():
     attn = Attention(dim, num_heads=2, attn_head_dim=16, qkv_bias=False)
     expected = t * dim * 3 * a + 2 * t * t * a + t * a * dim + 2 * t * t + t * a + t * dim
     assert metrics.count_macs(attn, (1, t, dim)) == expected
+
+
+def test_count_macs_remembers_an_architecture_but_not_across_different_ones(monkeypatch):
+    from timm.layers import Attention
+    monkeypatch.setattr(metrics, "_MACS_BY_ARCHITECTURE", {})
+    counted = []
+    real = tp.utils.count_ops_and_params
+    monkeypatch.setattr(tp.utils, "count_ops_and_params", lambda *a, **k: counted.append(1) or real(*a, **k))
+    t, dim = 10, 96
+    four_heads = Attention(dim, num_heads=4, attn_head_dim=8, qkv_bias=False)
+    macs = metrics.count_macs(four_heads, (1, t, dim))
+    with torch.no_grad():  # other weights, same architecture: remembered, not counted again
+        four_heads.qkv.weight.normal_()
+    assert metrics.count_macs(copy.deepcopy(four_heads), (1, t, dim)) == macs and len(counted) == 1
+    # the same shapes with another head count: only num_heads differs, and the softmax ops with it
+    eight_heads = Attention(dim, num_heads=8, attn_head_dim=4, qkv_bias=False)
+    assert metrics.count_macs(eight_heads, (1, t, dim)) == macs + 4 * t * t and len(counted) == 2
+    # another input size, or a layer replaced in place, is a new count
+    assert metrics.count_macs(four_heads, (1, 2 * t, dim)) != macs and len(counted) == 3
+    four_heads.proj = nn.Linear(32, 48)  # half the outputs, and half the bias ops
+    assert metrics.count_macs(four_heads, (1, t, dim)) == macs - t * 32 * 48 - t * 48 and len(counted) == 4
 
 
 # ---------------------------------------------------------------- latency

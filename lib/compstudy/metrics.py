@@ -150,6 +150,26 @@ def _timm_attention_ops(module: nn.Module, inputs: tuple, output: torch.Tensor) 
     module.__flops__ += int(b * ops)
 
 
+_SCALARS = (bool, int, float, str, type(None))
+_MACS_BY_ARCHITECTURE: dict[tuple, int] = {}
+
+
+def _setting(value) -> bool:
+    return isinstance(value, _SCALARS) or (isinstance(value, tuple) and all(isinstance(v, _SCALARS) for v in value))
+
+
+def architecture(model: nn.Module) -> tuple:
+    """What an op count depends on, and not the weights: every module's name, class, scalar
+    settings (stride, padding, groups, heads, ...) and parameter and buffer shapes."""
+    return tuple(
+        (name, type(m).__module__, type(m).__qualname__,
+         tuple(sorted((k, v) for k, v in vars(m).items()
+                      if not k.startswith("_") and k != "training" and _setting(v))),
+         tuple((n, tuple(t.shape)) for n, t in (*m.named_parameters(recurse=False),
+                                                  *m.named_buffers(recurse=False))))
+        for name, m in model.named_modules())
+
+
 def count_macs(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) -> int:
     """Per-image multiply-accumulates, counted by ``torch_pruning.utils.count_ops_and_params``.
 
@@ -164,7 +184,16 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) -
     The non-MAC extras are under 1 % of resnet18/ViT totals at 32×32. tp divides
     by the batch size, so the result is per image. Mask-pruned weights still count (dense).
     The model is put in eval mode for the count and every module's mode is restored after.
+    tp deep-copies the model at every count (a third of a second for DeiT-Tiny), so counts
+    are remembered per :func:`architecture` and input size.
     """
+    key = (tuple(input_size), architecture(model))
+    if key not in _MACS_BY_ARCHITECTURE:
+        _MACS_BY_ARCHITECTURE[key] = _count_macs(model, input_size)
+    return _MACS_BY_ARCHITECTURE[key]
+
+
+def _count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32

@@ -414,9 +414,8 @@ def chain_rows(ctx: Context, n: int, seed: int, update: str, init: str, kept: in
 def recover_rows(ctx: Context, n: int, seed: int) -> list[dict]:
     """PRACTISE's recoverability of dropping each candidate block."""
     cfg, few = ctx.cfg, ctx.few_shot(n, seed)
-    full = ctx.plan.costs.total
-    reduction = {b: 1 - dcvit.model_macs(practise.drop_blocks(ctx.teacher, [b])) / full
-                 for b in ctx.plan.candidates}
+    costs = ctx.plan.costs  # a dropped block takes its attention (with norm1), norm2 and MLP
+    reduction = {b: (costs.block + costs.norm2) / costs.total for b in ctx.plan.candidates}
     inputs = {"dense": ctx.dense_id, "images": ctx.ids(few), "blocks": ctx.plan.candidates,
               "steps": cfg.adaptor_steps, "lr": cfg.adaptor_lr, "batch": cfg.batch_size,
               "metric_images": cfg.recover_images, "reduction": reduction, "seed": seed}
