@@ -80,9 +80,7 @@ fig, axes = plt.subplots(1, len(results.targets), figsize=(2.6 * len(results.tar
 for ax, (name, (train_set, _)) in zip(axes, results.targets.items()):
     plots.image_grid(train_set.images, train_set.labels, train_set.classes, n_per_class=4,
                      title=name, ax=ax)
-plots.save_figure(fig, cfg.figures_dir / "targets.png")
-glue("targets_figure", fig, display=False)
-plt.show()
+plots.publish(fig, cfg.figures_dir / "targets.png", "targets_figure")
 
 # %% [markdown]
 # ## Cost and throughput at each resolution
@@ -101,8 +99,7 @@ glue("costs_table", costs.set_index(["model", "resolution"]), display=False)
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 sns.lineplot(data=results.costs, x="resolution", y="train_img_s", hue="model", marker="o", ax=ax)
 ax.set(yscale="log", xlabel="input side (px)", ylabel="training images / s (2 threads)")
-plots.save_figure(fig, cfg.figures_dir / "throughput.png")
-plt.show()
+plots.publish(fig, cfg.figures_dir / "throughput.png")
 
 # %% [markdown]
 # ## ImageNet features against random initialisation
@@ -121,9 +118,7 @@ grid = sns.catplot(data=results.probes, x="resolution", y="probe_accuracy", hue=
                    col="target", row="model", kind="point", height=2.0, aspect=0.9,
                    col_order=cfg.targets, sharex=False)
 grid.set_titles("{row_name} · {col_name}")
-plots.save_figure(grid.figure, cfg.figures_dir / "probes.png")
-glue("probes_figure", grid.figure, display=False)
-plt.show()
+plots.publish(grid.figure, cfg.figures_dir / "probes.png", "probes_figure")
 table = gains.pivot_table(index=["model", "resolution"], columns="target",
                           values=["imagenet", "random"]).round(3)
 display(table)
@@ -143,8 +138,7 @@ fig, ax = plt.subplots(figsize=(6, 3.2))
 long = distance.stack(["model", "resolution"], future_stack=True).rename("entropy").reset_index()
 sns.barplot(data=long, x="target", y="entropy", hue="model", order=cfg.targets, ax=ax, errorbar=None)
 ax.set(ylabel="ImageNet prediction entropy", xlabel="", ylim=(0, 1))
-plots.save_figure(fig, cfg.figures_dir / "distances.png")
-plt.show()
+plots.publish(fig, cfg.figures_dir / "distances.png")
 
 # %% [markdown]
 # ## Where the files come from

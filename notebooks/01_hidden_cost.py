@@ -60,6 +60,7 @@ ece_margin = 2.0  # equivalence margin of claim 5, ECE points
 
 # %%
 import matplotlib.pyplot as plt
+import pandas as pd
 import seaborn as sns
 from IPython.display import display
 from myst_nb import glue
@@ -113,9 +114,7 @@ claims.glue_values(100 * sources.groupby("compression").agreement_top1.agg(["max
                    prefix="agreement_")
 
 fig = hidden_cost.sources_figure(sources)
-plots.save_figure(fig, cfg.figures_dir / "sources.png")
-glue("sources_figure", fig, display=False)
-plt.show()
+plots.publish(fig, cfg.figures_dir / "sources.png", "sources_figure")
 
 # %% [markdown]
 # Per-layer sparsity of the sparse models (global magnitude ranks the raw weights, before
@@ -130,9 +129,7 @@ if len(layers):
     sns.scatterplot(data=top, x="index", y="layer_sparsity", hue="kind", style="family", ax=ax, s=18)
     ax.set(xlabel="conv layer (input to output)", ylabel="layer sparsity",
            title=f"sparse models at {round(100 * top.sparsity.max())} %")
-    plots.save_figure(fig, cfg.figures_dir / "layer_sparsity.png")
-    glue("layers_figure", fig, display=False)
-    plt.show()
+    plots.publish(fig, cfg.figures_dir / "layer_sparsity.png", "layers_figure")
     glue("layer_sparsity_max", 100 * float(layers.layer_sparsity.max()), display=False)
 
 # %% [markdown]
@@ -147,9 +144,7 @@ grid = sns.relplot(data=dense_runs, x="shots", y="accuracy_pct", hue="method", c
                    col_wrap=min(len(cfg.targets), 5), kind="line", marker="o", errorbar=("ci", 95),
                    height=2.6, aspect=1.0, facet_kws={"sharey": False})
 grid.set_axis_labels("images per class", "test accuracy (%)")
-plots.save_figure(grid.figure, cfg.figures_dir / "accuracy_vs_budget.png")
-glue("accuracy_figure", grid.figure, display=False)
-plt.show()
+plots.publish(grid.figure, cfg.figures_dir / "accuracy_vs_budget.png", "accuracy_figure")
 mappings = dense_runs.pivot_table(index=["target", "shots"], columns="method", values="accuracy_pct").round(1)
 display(mappings)
 glue("mappings_table", mappings, display=False)
@@ -168,14 +163,10 @@ glue("chance", 100 / int(dense_runs.classes.iloc[0]), display=False)
 sparse_pairs = pairs[pairs.compression == "sparse"]
 if len(sparse_pairs):
     fig = hidden_cost.gap_budget_figure(sparse_pairs, cfg.shots)
-    plots.save_figure(fig, cfg.figures_dir / "gap_vs_budget.png")
-    glue("gap_budget_figure", fig, display=False)
-    plt.show()
+    plots.publish(fig, cfg.figures_dir / "gap_vs_budget.png", "gap_budget_figure")
     by_sparsity = hidden_cost.interval_frame(sparse_pairs, ["method", "family", "sparsity"], "gap")
     fig = hidden_cost.gap_sparsity_figure(sparse_pairs)
-    plots.save_figure(fig, cfg.figures_dir / "gap_vs_sparsity.png")
-    glue("gap_sparsity_figure", fig, display=False)
-    plt.show()
+    plots.publish(fig, cfg.figures_dir / "gap_vs_sparsity.png", "gap_sparsity_figure")
     gap_table = by_sparsity.round(2)
     display(gap_table)
     glue("gap_table", gap_table.set_index(["method", "family", "sparsity"]), display=False)
@@ -203,9 +194,7 @@ if domain is not None:
 bins = hidden_cost.reliability(cfg, runs)
 if len(bins):
     fig = hidden_cost.reliability_figure(bins, cfg.ece_bins)
-    plots.save_figure(fig, cfg.figures_dir / "reliability.png")
-    glue("reliability_figure", fig, display=False)
-    plt.show()
+    plots.publish(fig, cfg.figures_dir / "reliability.png", "reliability_figure")
 ece = runs[runs.method == "ilm"].groupby("model", sort=False)[["accuracy", "ece", "mean_confidence"]].mean()
 display((100 * ece).round(1))
 glue("ece_table", (100 * ece).round(1), display=False)
@@ -221,7 +210,7 @@ params = hidden_cost.parameter_table(runs)
 display(params)
 glue("parameters_table", params.set_index("method"), display=False)
 glue("units", len(runs), display=False)
-print({k: round(v) for k, v in results.cpu_seconds.items()})
+display(pd.Series(results.cpu_seconds, name="CPU seconds").round().astype(int).to_frame())
 
 # %% [markdown]
 # ## The paper's claims, decided

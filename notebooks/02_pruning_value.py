@@ -128,9 +128,7 @@ display(before.round(1))
 
 # %%
 fig = study.regimes_figure(results)
-plots.save_figure(fig, cfg.figures_dir / "regimes.png")
-glue("regimes_figure", fig, display=False)
-plt.show()
+plots.publish(fig, cfg.figures_dir / "regimes.png", "regimes_figure")
 
 # %% [markdown]
 # ## The training-budget curve
@@ -146,14 +144,12 @@ gaps = study.budget_gaps(results)
 display(curve.round(2))
 display(gaps.round(2))
 fig = study.budget_figure(results, cfg.epochs)
-plots.save_figure(fig, cfg.figures_dir / "budget_curve.png")
-glue("budget_figure", fig, display=False)
+plots.publish(fig, cfg.figures_dir / "budget_curve.png", "budget_figure")
 glue("budget_table", curve.pivot_table(index="budget", columns="regime", values="mean").round(2),
      display=False)
 glue("budget_crossover", study.crossover(gaps), display=False)
 glue("budget_gap_min", float(gaps.gap.min()) if len(gaps) else float("nan"), display=False)
 glue("budget_gap_max", float(gaps.gap.max()) if len(gaps) else float("nan"), display=False)
-plt.show()
 
 # %% [markdown]
 # ## What network slimming keeps
@@ -172,9 +168,7 @@ if not results.gammas.empty:
     sns.lineplot(data=widths, x="layer", y="width", hue="model", units="seed", estimator=None,
                  marker="o", ax=axes[1])
     axes[1].set(xlabel="conv layer of VGG-16", ylabel="channels", xticks=range(1, 14))
-    plots.save_figure(fig, cfg.figures_dir / "slimming.png")
-    glue("slimming_figure", fig, display=False)
-    plt.show()
+    plots.publish(fig, cfg.figures_dir / "slimming.png", "slimming_figure")
 
 # %% [markdown]
 # ## The converged-model check

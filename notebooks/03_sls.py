@@ -94,9 +94,7 @@ claims_engine.glue_values({
 
 # %%
 fig = study.silhouette_figure(results, cfg)
-plots.save_figure(fig, cfg.figures_dir / "silhouette_vs_depth.png")
-glue("silhouette_figure", fig, display=False)
-plt.show()
+plots.publish(fig, cfg.figures_dir / "silhouette_vs_depth.png", "silhouette_figure")
 
 last = results.depths.query("alpha == @cfg.alpha and tsne_seed == @cfg.tsne_seeds[0] "
                             "and perplexity == @cfg.perplexities[0]")
@@ -119,9 +117,7 @@ glue("targets_count", len(cfg.targets), display=False)
 
 # %%
 fig = study.tsne_maps_figure(results, cfg)
-plots.save_figure(fig, cfg.figures_dir / "tsne_maps.png")
-glue("tsne_figure", fig, display=False)
-plt.show()
+plots.publish(fig, cfg.figures_dir / "tsne_maps.png", "tsne_figure")
 
 # %% [markdown]
 # ## Premise: does the silhouette follow linear separability?
@@ -131,9 +127,7 @@ plt.show()
 
 # %%
 fig = study.premise_figure(results, cfg)
-plots.save_figure(fig, cfg.figures_dir / "premise.png")
-glue("premise_figure", fig, display=False)
-plt.show()
+plots.publish(fig, cfg.figures_dir / "premise.png", "premise_figure")
 
 # %% [markdown]
 # ## Accuracy: full PETL, SLS and DepGraph
@@ -158,9 +152,7 @@ ax.axvline(0, color="grey", lw=0.8)
 ax.set_yticks(y, labels, fontsize=8)
 ax.invert_yaxis()
 ax.set_xlabel("accuracy difference (points, 95 % CI over test images)")
-plots.save_figure(fig, cfg.figures_dir / "accuracy_differences.png")
-glue("differences_figure", fig, display=False)
-plt.show()
+plots.publish(fig, cfg.figures_dir / "accuracy_differences.png", "differences_figure")
 display(comparisons.round(2))
 glue("comparisons_table", comparisons.set_index(["comparison", "target", "method"]).round(2), display=False)
 
@@ -173,9 +165,7 @@ glue("comparisons_table", comparisons.set_index(["comparison", "target", "method
 
 # %%
 fig = study.depth_distance_figure(results, cfg)
-plots.save_figure(fig, cfg.figures_dir / "depth_vs_distance.png")
-glue("distance_figure", fig, display=False)
-plt.show()
+plots.publish(fig, cfg.figures_dir / "depth_vs_distance.png", "distance_figure")
 
 # %% [markdown]
 # ## Speed and storage
@@ -204,8 +194,7 @@ if len(cfg.alphas) > 1:
     sns.lineplot(data=first_setting, x="alpha", y="depth", hue="target", style="method", marker="o",
                  errorbar=None, hue_order=cfg.targets, ax=ax)
     ax.set(ylabel="kept depth", title="kept depth against α")
-    plots.save_figure(fig, cfg.figures_dir / "alpha.png")
-    plt.show()
+    plots.publish(fig, cfg.figures_dir / "alpha.png")
 if len(study.tsne_settings(cfg)) > 1:
     display(sweep.query("alpha == @cfg.alpha").pivot_table(index=["target", "method", "petl_seed"],
                                                            columns="setting", values="depth"))
@@ -219,4 +208,4 @@ if len(study.tsne_settings(cfg)) > 1:
 # %%
 table = claims_engine.claims_table(results.claims)
 display(table)
-_ = claims_engine.glue_claims(results.claims)
+claims_engine.glue_claims(results.claims)

@@ -166,10 +166,8 @@ axes[1].plot(inverted["history"]["step"], inverted["history"]["loss"], label="to
 axes[1].plot(inverted["history"]["step"], inverted["history"]["ce"], label="cross-entropy", alpha=0.8)
 axes[1].set(xlabel="step", ylabel="loss", yscale="log", title="inversion")
 axes[1].legend()
-plots.save_figure(fig, cfg.figures_dir / "inversion.png")
-glue("inversion_figure", fig, display=False)
+plots.publish(fig, cfg.figures_dir / "inversion.png", "inversion_figure")
 glue("inversion_hit_rate", float(points * results.inversion.hit_rate.mean()), display=False)
-plt.show()
 
 # %% [markdown]
 # ## Stage C: block-wise trials and the ranking check
@@ -191,12 +189,10 @@ sns.stripplot(data=rankings, x="num_samples", y="rho", hue="seed", palette="colo
 axes[1].axhline(0, color="grey", lw=0.8)
 axes[1].set(xlabel="few-shot images N", ylabel="Spearman ρ (synthetic vs real)", ylim=(-1, 1),
             title="ranking check, one point per (N, seed)")
-plots.save_figure(fig, cfg.figures_dir / "ranking_check.png")
-glue("ranking_figure", fig, display=False)
+plots.publish(fig, cfg.figures_dir / "ranking_check.png", "ranking_figure")
 glue("rho_mean", float(rankings.rho.mean()), display=False)
 glue("top3_overlap_mean", float(rankings.top3_overlap.mean()), display=False)
 glue("rankings_table", rankings.round(3), display=False)
-plt.show()
 
 # %% [markdown]
 # ## Stage D and the baseline: accuracy against MACs
@@ -225,10 +221,8 @@ for ax, n in zip(axes[0], n_list):
     ax.set(title=f"N = {n} images", xlabel="MACs kept (fraction)", ylabel="test accuracy (%)")
 axes[0][0].legend(fontsize=8)
 fig.suptitle(f"mean ± sd over {len(cfg.seeds)} seeds, {int(dense.test_images)} test images", y=1.02)
-plots.save_figure(fig, cfg.figures_dir / "accuracy_vs_macs.png")
-glue("accuracy_figure", fig, display=False)
+plots.publish(fig, cfg.figures_dir / "accuracy_vs_macs.png", "accuracy_figure")
 glue("accuracy_table", results.accuracy.round(2), display=False)
-plt.show()
 
 # %% [markdown]
 # ## At equal MACs
@@ -250,8 +244,7 @@ if len(equal):
     ax.axhline(0, color="grey", lw=0.8)
     ax.set(xlabel="whole blocks dropped (the MACs level compared)",
            ylabel="DC-ViT − block drop (points)", title="equal-MACs differences, one point per seed")
-    plots.save_figure(fig, cfg.figures_dir / "equal_macs.png")
-    glue("equal_macs_figure", fig, display=False)
+    plots.publish(fig, cfg.figures_dir / "equal_macs.png", "equal_macs_figure")
     glue("equal_macs_table", equal_summary.round(4), display=False)
     interval = claims_engine.mean_interval(points * equal.difference.dropna())
     glue("equal_effect", float(interval.effect), display=False)
@@ -270,7 +263,6 @@ if len(equal):
     glue("placement_blocks", int(place.blocks.iloc[0]), display=False)
     glue("dcvit_mean_block", float(place.dcvit.mean()), display=False)
     glue("drop_mean_block", float(place.block_drop.mean()), display=False)
-    plt.show()
 
 # %% [markdown]
 # ## Dense coverage and latency
@@ -291,9 +283,7 @@ if len(latency):
     ax.set(xlabel="MACs kept (fraction)", ylabel=f"batch-{cfg.latency_batch} latency kept (fraction)",
            title="CPU latency, 2 threads")
     ax.legend(fontsize=8)
-    plots.save_figure(fig, cfg.figures_dir / "latency_vs_macs.png")
-    glue("latency_figure", fig, display=False)
-    plt.show()
+    plots.publish(fig, cfg.figures_dir / "latency_vs_macs.png", "latency_figure")
 
 # %% [markdown]
 # ## Ablation: which blocks train after each compression
@@ -311,9 +301,7 @@ if len(pairs):
                   size=7, palette="colorblind", ax=ax)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set(xlabel="blocks compressed", ylabel="before − all (points)", title="update setting, one point per seed")
-    plots.save_figure(fig, cfg.figures_dir / "update_setting.png")
-    glue("update_figure", fig, display=False)
-    plt.show()
+    plots.publish(fig, cfg.figures_dir / "update_setting.png", "update_figure")
 
 # %% [markdown]
 # ## The claims of the paper's section 4, decided

@@ -29,6 +29,26 @@ def test_save_figure_writes_png_atomically(tmp_path, fig):
     assert [p.name for p in target.parent.iterdir()] == ["line.png"]  # no temp file left
 
 
+def test_publish_renders_once_and_shows_and_glues_the_saved_png(tmp_path, fig, monkeypatch):
+    import IPython.display
+    import myst_nb
+
+    shown, glued, renders = [], {}, []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    monkeypatch.setattr(myst_nb, "glue", lambda name, obj, display=True: glued.update({name: obj}))
+    savefig = type(fig).savefig
+    monkeypatch.setattr(type(fig), "savefig", lambda self, *a, **k: renders.append(1) or savefig(self, *a, **k))
+    target = tmp_path / "line.png"
+    assert plots.publish(fig, target, dpi=150) is None  # a cell ending with it shows no path
+    assert len(renders) == 1 and not plt.fignum_exists(fig.number)
+    assert shown[0].data == target.read_bytes() and not glued
+    pixels = mpimg.imread(target).shape[1]  # shown at the page's resolution, not the file's
+    assert shown[0].width == round(pixels * plots.DISPLAY_DPI / 150)
+    other, ax = plt.subplots(figsize=(2, 2))
+    plots.publish(other, tmp_path / "other.png", "other_figure")
+    assert glued["other_figure"].data == (tmp_path / "other.png").read_bytes() and len(shown) == 1
+
+
 def test_save_figure_failure_keeps_old_file(tmp_path, fig, monkeypatch):
     target = tmp_path / "line.png"
     target.write_bytes(b"old")

@@ -529,37 +529,30 @@ def and_join(values: Iterable) -> str:
     return ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def glue_values(values: Mapping | pd.Series, prefix: str = "") -> list[str]:
+def glue_values(values: Mapping | pd.Series, prefix: str = "") -> None:
     """Glue each value of a mapping or Series under ``{prefix}{key}``, nothing displayed.
 
     A tuple key (a stacked frame's row) is joined with ``_``, so a page can cite one cell of a
-    table, e.g. ``converged_resnet56_a_before``. Returns the keys.
+    table, e.g. ``converged_resnet56_a_before``. Returns nothing, so a cell that ends with it
+    shows nothing either.
     """
     from myst_nb import glue
 
-    keys = []
     for key, value in values.items():
-        name = prefix + ("_".join(map(str, key)) if isinstance(key, tuple) else str(key))
-        glue(name, _plain(value), display=False)
-        keys.append(name)
-    return keys
+        glue(prefix + ("_".join(map(str, key)) if isinstance(key, tuple) else str(key)), _plain(value),
+             display=False)
 
 
-def glue_claims(frame: pd.DataFrame, prefix: str = "") -> list[str]:
+def glue_claims(frame: pd.DataFrame, prefix: str = "") -> None:
     """Glue each claim's numbers and the claims table into the executing notebook.
 
     Keys: ``{prefix}claim_{id}_{field}`` for ``effect``, ``ci_low``, ``ci_high``, ``mde``
     (floats, NaN where they do not apply), ``n`` (int) and ``verdict`` (str), and
-    ``{prefix}claims_table`` for :func:`claims_table`. Nothing is displayed. Returns the keys.
+    ``{prefix}claims_table`` for :func:`claims_table`. Nothing is displayed or returned.
     """
     from myst_nb import glue
 
-    keys = []
     for r in frame.to_dict("records"):
         for field in ("effect", "ci_low", "ci_high", "mde", "n", "verdict"):
-            key = f"{prefix}claim_{r['claim']}_{field}"
-            glue(key, _plain(r[field]), display=False)
-            keys.append(key)
+            glue(f"{prefix}claim_{r['claim']}_{field}", _plain(r[field]), display=False)
     glue(f"{prefix}claims_table", claims_table(frame), display=False)
-    keys.append(f"{prefix}claims_table")
-    return keys

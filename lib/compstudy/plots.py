@@ -41,6 +41,31 @@ def save_figure(fig: Figure, path: Path, dpi: int = 150) -> Path:
     return path
 
 
+def publish(fig: Figure, path: Path, name: str | None = None, dpi: int = 150) -> None:
+    """Save ``fig`` as PNG (:func:`save_figure`), close it, and show that same PNG on the page,
+    glued as ``name`` for the chapter page when given.
+
+    One render instead of three: saving, ``glue`` and the inline backend's display at the
+    end of the cell would each draw the figure again (over a second for a 12-panel figure).
+    The image is shown at the page's display resolution (``DISPLAY_DPI``). Returns nothing,
+    so a cell that ends with it shows no path.
+    """
+    from IPython.display import Image, display
+    from PIL import Image as PILImage
+
+    save_figure(fig, path, dpi)
+    plt.close(fig)
+    png = Path(path).read_bytes()
+    width = PILImage.open(io.BytesIO(png)).width
+    image = Image(data=png, width=round(width * DISPLAY_DPI / dpi))
+    if name is None:
+        display(image)
+    else:
+        from myst_nb import glue
+
+        glue(name, image)
+
+
 def image_grid(
     images: torch.Tensor,
     labels: torch.Tensor,

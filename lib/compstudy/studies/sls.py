@@ -835,8 +835,9 @@ def silhouette_figure(results: Results, cfg: Config):
         for target in cfg.targets:
             ax.axvline(_mean_depth(depths, target, method), color=colours[target], ls=":", lw=1.5)
         ax.axhline(0, color="grey", lw=0.8)
-    grid.set_titles("{col_name}: silhouette of the t-SNE map (dotted: kept depth)")
-    grid.set_axis_labels("block", "silhouette")
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("block", "silhouette of the t-SNE map")
+    grid.figure.suptitle("dotted: each target's kept depth", y=1.03)
     return grid.figure
 
 
