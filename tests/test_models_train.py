@@ -125,3 +125,18 @@ def test_fit_settings_reject_bad_values():
         train.FitSettings(epochs=0, lr=0.1)
     with pytest.raises(ConfigError, match="warmup_epochs"):
         train.FitSettings(epochs=2, lr=0.1, warmup_epochs=3)
+
+
+def test_seed_everything_fixes_torch_threads_and_gives_blas_one_thread():
+    from threadpoolctl import threadpool_info
+
+    before = torch.get_num_threads()
+    try:
+        seed_everything(0, threads=2)
+        blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+        assert torch.get_num_threads() == 2 and blas and all(lib["num_threads"] == 1 for lib in blas)
+        first = torch.rand(3)
+        seed_everything(0, threads=2)
+        assert torch.equal(torch.rand(3), first)
+    finally:
+        torch.set_num_threads(before)

@@ -11,6 +11,7 @@ a verdict (:mod:`compstudy.claims`).
 """
 
 import logging
+import os
 import warnings
 
 __version__ = "0.1.0"
@@ -23,3 +24,7 @@ __version__ = "0.1.0"
 #   every notebook kernel; the study keeps widgets out on purpose (its pages read offline).
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm.auto")
+
+# numpy's and scipy's OpenBLAS run one thread: ``seeding.seed_everything`` limits the ones
+# already loaded, this the ones loaded later (the variable is read when a BLAS loads).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -321,11 +321,9 @@ def run_all(profile: str, notebooks: list[str] | None = None, jobs: int = 1) -> 
     Runs that fail are reported at the end; the runs that wait for them are not started.
     With several jobs the kernels' OpenMP threads sleep instead of spinning when idle: two
     spinning two-thread kernels on two cores ran 3x slower each, passive ones as fast as one
-    after the other. numpy's and scipy's OpenBLAS threads spin too, with no passive mode, so
-    each kernel gets one: beside another run, the smoke 03_sls/main took 61 s with two and
-    21 s with one. The jobs change the wall time, not the numbers: torch keeps the threads
-    ``seeding.seed_everything`` sets, and the smoke book's results were equal in every
-    non-timing column with and without the OpenBLAS limit.
+    after the other (numpy's BLAS, which can only spin, has one thread anyway:
+    ``seeding.seed_everything``). The jobs change the wall time, not the numbers: the
+    threads per kernel stay as ``seeding.seed_everything`` sets them.
     """
     jobs = max(1, jobs)
     waiting = schedule(profile, notebooks)
@@ -340,7 +338,7 @@ def run_all(profile: str, notebooks: list[str] | None = None, jobs: int = 1) -> 
         finally:
             idle_kernels.put(kernel)
 
-    env = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_NUM_THREADS": "1"} if jobs > 1 else {}
+    env = {"OMP_WAIT_POLICY": "PASSIVE"} if jobs > 1 else {}
     with ExitStack() as kernels:
         for _ in range(jobs):
             idle_kernels.put(kernels.enter_context(shared_kernel(**env)))
