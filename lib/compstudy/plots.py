@@ -34,16 +34,21 @@ def save_figure(fig: Figure, path: Path, dpi: int = 150) -> Path:
     The figure is rendered in memory first, so a failed render leaves any existing file
     untouched, and a crash never leaves a half-written figure behind.
     """
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     path = Path(path)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, _png(fig, dpi))
     return path
 
 
+def _png(fig: Figure, dpi: int) -> bytes:
+    """``fig`` rendered as PNG bytes (tight bounding box)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
 def publish(fig: Figure, path: Path, name: str | None = None, dpi: int = 150) -> None:
-    """Save ``fig`` as PNG (:func:`save_figure`), close it, and show that same PNG on the page,
-    glued as ``name`` for the chapter page when given.
+    """Save ``fig`` as PNG to ``path`` atomically, close it, and show those same PNG bytes on
+    the page, glued as ``name`` for the chapter page when given.
 
     One render instead of three: saving, ``glue`` and the inline backend's display at the
     end of the cell would each draw the figure again (over a second for a 12-panel figure).
@@ -53,9 +58,9 @@ def publish(fig: Figure, path: Path, name: str | None = None, dpi: int = 150) ->
     from IPython.display import Image, display
     from PIL import Image as PILImage
 
-    save_figure(fig, path, dpi)
+    png = _png(fig, dpi)
+    atomic_write_bytes(Path(path), png)
     plt.close(fig)
-    png = Path(path).read_bytes()
     width = PILImage.open(io.BytesIO(png)).width
     image = Image(data=png, width=round(width * DISPLAY_DPI / dpi))
     if name is None:

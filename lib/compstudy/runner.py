@@ -208,8 +208,9 @@ def _empty_namespace(manager) -> None:
     open; modules stay imported. A kernel that died is restarted.
 
     What a module keeps between runs is read-only (the ``functools.cache``d architecture
-    costs, the op counts per architecture) or reset by every run (``seeding.seed_everything`` seeds and sets the threads,
-    ``plots.set_style`` the style), so a run's numbers do not depend on what ran before it.
+    costs, the op counts per architecture) or reset by every run (``seeding.seed_everything``
+    seeds and sets the threads, ``plots.set_style`` the style), so a run's numbers do not
+    depend on what ran before it.
     """
     from jupyter_client import BlockingKernelClient
     from jupyter_core.utils import run_sync
