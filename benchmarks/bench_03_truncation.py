@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 
 import pandas as pd
-import torch
 
 from compstudy import config, metrics, models, paths
 from compstudy.methods import petl, sls
@@ -24,6 +23,8 @@ from compstudy.seeding import seed_everything
 
 LADDER = (12, 10, 8, 6, 4, 2)
 BATCHES = (1, 64)
+FORWARDS = (50, 10)
+"""Timed forwards per model at each batch; the models take turns (``interleaved_throughput``)."""
 
 
 def kept_depths() -> tuple[list[int], str]:
@@ -49,15 +50,12 @@ def main() -> None:
     print(f"{cfg.model} at {side} px + convpass, {threads} threads, depths: {source}")
     print("gain / ideal = (throughput at d / throughput at L) / (L / d)")
     print(f"{'depth':>5} {'batch':>5} {'img/s':>9} {'gain':>6} {'ideal':>6} {'ratio':>6}")
-    speed = {}
-    for d in depths:
-        model = sls.truncate(full, d) if d < depth else full
-        for batch in BATCHES:
-            speed[d, batch] = metrics.measure_latency(model, batch, (3, side, side), num_threads=threads,
-                                                      min_run_time=1.0)["images_per_s"]
-            gain, ideal = speed[d, batch] / speed[depth, batch], depth / d
-            print(f"{d:>5} {batch:>5} {speed[d, batch]:>9.1f} {gain:>6.2f} {ideal:>6.2f} {gain / ideal:>6.2f}")
-    torch.set_num_threads(threads)
+    truncated = {d: sls.truncate(full, d) if d < depth else full for d in depths}
+    for batch, forwards in zip(BATCHES, FORWARDS):
+        speed = metrics.interleaved_throughput(truncated, batch, (3, side, side), forwards)
+        for d in depths:
+            gain, ideal = speed[d] / speed[depth], depth / d
+            print(f"{d:>5} {batch:>5} {speed[d]:>9.1f} {gain:>6.2f} {ideal:>6.2f} {gain / ideal:>6.2f}")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ depgraph = True  # the DepGraph width-pruning baseline
 taylor_batches = 10  # batches for the Taylor importance
 taylor_batch_size = 32
 throughput_batches = [1, 64]
-latency_seconds = 0.3  # minimum timing per throughput measurement (torch.utils.benchmark)
+timing_forwards = [20, 5]  # timed forwards per model at each throughput batch, the models in turn
 equivalence_margin = 2.0  # accuracy points: "truncation loses little" (claim 2)
 depth_margin = 1.0  # blocks: "the kept depth does not depend on the t-SNE seed" (claim 5)
 claims = ["premise", "depth", "truncation", "natural", "depgraph"]  # claim groups this run tests
@@ -108,6 +108,13 @@ glue("min_last_silhouette", float(last.last_silhouette.min()), display=False)
 glue("targets_truncated", int((last.query("method == @first").groupby("target").depth.max() < full_depth).sum()),
      display=False)
 glue("targets_count", len(cfg.targets), display=False)
+curves = study.method_curves(cfg, results.layers, first)
+top_quarter = full_depth // 4
+glue("top_quarter", top_quarter, display=False)
+glue("linear_top_share", 100 * top_quarter / (full_depth - 1), display=False)
+glue("natural_top_share", 100 * float(np.mean([study.top_share(curves[t].silhouette.to_numpy())
+                                               for t in cfg.natural_targets if t in curves] or [np.nan])),
+     display=False)
 
 # %% [markdown]
 # ## t-SNE maps of a few blocks
@@ -170,8 +177,8 @@ plots.publish(fig, cfg.figures_dir / "depth_vs_distance.png", "distance_figure")
 # %% [markdown]
 # ## Speed and storage
 #
-# Throughput on the run's CPU threads (`torch.utils.benchmark`, median over blocks of runs) at
-# each batch size, and what each task stores: the adapters of the kept blocks and the head
+# Throughput on the run's CPU threads at each batch size (each model's median time over
+# forwards taken in turn with the same target's other models), and what each task stores: the adapters of the kept blocks and the head
 # (plus one integer) for SLS, the whole pruned backbone for DepGraph.
 
 # %%

@@ -215,3 +215,28 @@ def test_measure_latency_reports_requested_settings():
     assert out["median_ms"] > 0 and out["iqr_ms"] >= 0 and out["images_per_s"] > 0
     assert out["images_per_s"] == pytest.approx(4 / (out["median_ms"] / 1e3))
     assert model.training and torch.get_num_threads() == threads_before
+
+
+class _Logged(nn.Module):
+    """Appends its name to a shared log at every forward, with its training flag."""
+
+    def __init__(self, name: str, log: list):
+        super().__init__()
+        self.name, self.log, self.linear = name, log, nn.Linear(4, 2)
+
+    def forward(self, x):
+        self.log.append((self.name, self.training))
+        return self.linear(x)
+
+
+def test_interleaved_throughput_times_models_in_turn_in_eval_mode():
+    log = []
+    models = {"a": _Logged("a", log).train(), "b": _Logged("b", log).train(), "c": _Logged("c", log).eval()}
+    speeds = metrics.interleaved_throughput(models, batch_size=3, input_size=(4,), forwards=4)
+    names = [name for name, _ in log]
+    assert names == ["a", "b", "c"] + ["a", "b", "c"] * 4  # one warm-up each, then rounds in turn
+    assert not any(training for _, training in log)
+    assert models["a"].training and models["b"].training and not models["c"].training
+    assert set(speeds) == {"a", "b", "c"} and all(v > 0 for v in speeds.values())
+    with pytest.raises(ValueError, match="forwards must be >= 1"):
+        metrics.interleaved_throughput(models, 1, (4,), forwards=0)

@@ -266,6 +266,7 @@ def test_depgraph_with_nothing_to_remove_returns_the_model(petl_vit):
     ({"claims": ["tsne"]}, "the 'tsne' claims need a second t-SNE seed or perplexity"),
     ({"claims": ["alpha"]}, "the 'alpha' claims need at least two alphas"),
     ({"tsne_iter": 200}, "'tsne_iter' of notebook 03_sls must lie in [251, inf]"),
+    ({"timing_forwards": [20]}, "timing_forwards needs one count per throughput batch ([1, 64]), got [20]"),
 ])
 def test_config_errors_are_one_line_before_any_training(overrides, message):
     with pytest.raises(ConfigError) as info:
@@ -340,6 +341,11 @@ def test_claims_follow_the_designed_effects(sls_ahead):
     assert verdict["1.cut"] == verdict["3"] == verdict["2.speed"] == verdict["4.storage"] == "reproduced"
     assert results["3"].effect == pytest.approx(9 - np.mean([6, 6, 7]))
     assert results["1.cut"].effect == pytest.approx(np.mean([6, 6, 5]))
+    # convex curves gain more than a straight line at the top; the natural target is left out
+    shares = [3 / 11 - study.top_share(0.6 * (np.arange(1, 13) / 12) ** CLAIM_TARGETS[t])
+              for t in ("fashion_mnist", "mnist", "far")]
+    assert verdict["1.plateau"] == "contradicted" and results["1.plateau"].n == 3
+    assert results["1.plateau"].effect == pytest.approx(np.mean(shares), abs=0.01)
     # SLS ahead of DepGraph: reproduced; the arms swapped: contradicted, on the same data
     assert verdict["4.accuracy"] == ("reproduced" if sls_ahead else "contradicted")
     assert (results["4.accuracy"].effect > 0) == sls_ahead

@@ -76,7 +76,7 @@ class Config(NotebookConfig):
     taylor_batches: int
     taylor_batch_size: int
     throughput_batches: list[int]
-    latency_seconds: float
+    timing_forwards: list[int]
     equivalence_margin: float
     depth_margin: float
     claims: list[str]
@@ -101,7 +101,10 @@ class Config(NotebookConfig):
         self.check_range("petl_warmup_epochs", low=0, high=self.petl_epochs)
         self.check_range("perplexities", low=1)
         self.check_range("tsne_iter", low=251)
-        self.check_range("latency_seconds", low=0, low_open=True)
+        self.check_range("timing_forwards", low=1)
+        if len(self.timing_forwards) != len(self.throughput_batches):
+            raise ConfigError(f"timing_forwards needs one count per throughput batch "
+                              f"({self.throughput_batches}), got {self.timing_forwards}")
         self.check_range("equivalence_margin", low=0, high=100, low_open=True)
         self.check_range("depth_margin", low=0, low_open=True)
         for a in [self.alpha, *self.alphas]:
@@ -119,7 +122,9 @@ class Config(NotebookConfig):
         depth = model_depth(self.model)
         for layer in self.map_layers:
             sls.check_layer(layer, depth, "map layer")
-        needs = {"depgraph": (self.depgraph, "depgraph: true"),
+        needs = {"depgraph": (self.depgraph and bool(self.throughput_batches),
+                              "depgraph: true and throughput_batches"),
+                 "truncation": (bool(self.throughput_batches), "throughput_batches"),
                  "alpha": (len(self.alphas) > 1, "at least two alphas"),
                  "tsne": (len(tsne_settings(self)) > 1, "a second t-SNE seed or perplexity")}
         for group, (ok, what) in needs.items():
@@ -356,73 +361,69 @@ def kept_depths(layers: pd.DataFrame, alphas: list[float]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-class _Measure:
-    """Size, MACs, storage and throughput of a model; an architecture shared by several rows
-    (``shared``: full and truncated PETL models, per method and depth) is counted and timed once
-    per run."""
+def measure_models(cfg: Config, arms: Mapping[tuple, tuple[torch.nn.Module, str]]) -> dict[tuple, dict]:
+    """Size, MACs, storage and throughput of a unit's models (``arms``: key -> (model, kind)).
 
-    def __init__(self, cfg: Config):
-        self.cfg, self.done = cfg, {}
-
-    def __call__(self, model: torch.nn.Module, kind: str, shared: tuple | None) -> dict:
-        storage = {"storage_parameters": sls.storage_parameters(model, kind)}
-        if shared is not None and shared in self.done:
-            return self.done[shared] | storage
-        side = self.cfg.resolution
-        row = {"parameters": depgraph.count_parameters(model),
-               "macs": metrics.count_macs(model, (1, 3, side, side))}
-        for b in self.cfg.throughput_batches:
-            row[f"images_per_s_b{b}"] = metrics.measure_latency(
-                model, b, (3, side, side), num_threads=torch.get_num_threads(),
-                min_run_time=self.cfg.latency_seconds)["images_per_s"]
-        if shared is not None:
-            self.done[shared] = row
-        return row | storage
+    The models are timed together, in turn (``metrics.interleaved_throughput``), so that the
+    speed ratios between one unit's arms, which the claims compare, are measured under the same
+    machine load. Without ``throughput_batches`` (ablation runs that claim no speed) nothing
+    is timed.
+    """
+    side = cfg.resolution
+    rows = {key: {"parameters": depgraph.count_parameters(model),
+                  "macs": metrics.count_macs(model, (1, 3, side, side)),
+                  "storage_parameters": sls.storage_parameters(model, kind)}
+            for key, (model, kind) in arms.items()}
+    for batch, forwards in zip(cfg.throughput_batches, cfg.timing_forwards):
+        speeds = metrics.interleaved_throughput({key: model for key, (model, _) in arms.items()},
+                                                batch, (3, side, side), forwards)
+        for key, speed in speeds.items():
+            rows[key][f"images_per_s_b{batch}"] = speed
+    return rows
 
 
 def measure_unit(cfg: Config, unit: Unit, depths: dict[float, int], model_store: RunStore,
-                 measure: _Measure, with_depgraph: bool, correct: dict) -> None:
+                 with_depgraph: bool, correct: dict) -> None:
     """The model rows of one PETL unit: full, SLS at each kept depth, DepGraph at cfg.alpha's.
 
     Per-image test correctness goes into ``correct`` (keyed like the rows) whether or not the
-    row was already in ``runs.csv``: it is recomputed from cached features and models.
+    row was already in ``runs.csv``: it is recomputed from cached features and models. When any
+    row is missing, all the unit's models are measured again together (``measure_models``) and
+    the missing rows are added.
     """
     base = {"target": unit.target, "method": unit.method, "petl_seed": unit.seed}
     n_test = len(unit.test.labels)
-    full_key = base | {"arm": "full", "depth": unit.depth}
-    correct[tuple(full_key.values())] = _correct(unit.test.logits, unit.test.labels)
-    if next(model_store.pending([full_key]), None):
-        model_store.add(full_key | {"accuracy": correct[tuple(full_key.values())].mean(),
-                                    "accuracy_before_refit": np.nan, "test_images": n_test,
-                                    "removed_parameters": 0}
-                        | measure(unit.model, "petl", ("full", unit.method, unit.depth)))
     total = depgraph.count_parameters(unit.model)
+    arms, values = {}, {}
+    full_key = tuple((base | {"arm": "full", "depth": unit.depth}).values())
+    correct[full_key] = _correct(unit.test.logits, unit.test.labels)
+    arms[full_key] = (unit.model, "petl")
+    values[full_key] = {"accuracy": correct[full_key].mean(), "accuracy_before_refit": np.nan}
     for depth in sorted(set(depths.values())):
-        key = base | {"arm": "sls", "depth": depth}
+        key = tuple((base | {"arm": "sls", "depth": depth}).values())
         weight, bias, after, before = refit_at_depth(unit, depth)
-        correct[tuple(key.values())] = after
-        if next(model_store.pending([key]), None):
-            truncated = sls.set_head(sls.truncate(unit.model, depth), weight, bias)
-            model_store.add(key | {"accuracy": after.mean(), "accuracy_before_refit": before.mean(),
-                                   "test_images": n_test,
-                                   "removed_parameters": total - depgraph.count_parameters(truncated)}
-                            | measure(truncated, "sls", ("full" if depth == unit.depth else "sls",
-                                                        unit.method, depth)))
+        correct[key] = after
+        arms[key] = (sls.set_head(sls.truncate(unit.model, depth), weight, bias), "sls")
+        values[key] = {"accuracy": after.mean(), "accuracy_before_refit": before.mean()}
     depth = depths[cfg.alpha]
-    if not with_depgraph or depth == unit.depth:
-        return
-    key = base | {"arm": "depgraph", "depth": depth}
-    pruned, payload = depgraph_model(cfg, unit, depth)
-    correct[tuple(key.values())] = _correct(payload["logits"], unit.test.labels)
-    if next(model_store.pending([key]), None):
+    if with_depgraph and depth != unit.depth:
+        key = tuple((base | {"arm": "depgraph", "depth": depth}).values())
+        pruned, payload = depgraph_model(cfg, unit, depth)
+        correct[key] = _correct(payload["logits"], unit.test.labels)
         search = payload["search"]
-        model_store.add(key | {"accuracy": correct[tuple(key.values())].mean(),
-                               "accuracy_before_refit": _correct(payload["logits_before"], unit.test.labels).mean(),
-                               "test_images": n_test, "removed_parameters": total - depgraph.count_parameters(pruned),
-                               "depgraph_ratio": search["ratio"], "depgraph_rel_error": search["rel_error"],
-                               "depgraph_trials": search["trials"],
-                               "heads_consistent": depgraph.attention_consistent(pruned)}
-                        | measure(pruned, "depgraph", None))
+        arms[key] = (pruned, "depgraph")
+        values[key] = {"accuracy": correct[key].mean(),
+                       "accuracy_before_refit": _correct(payload["logits_before"], unit.test.labels).mean(),
+                       "depgraph_ratio": search["ratio"], "depgraph_rel_error": search["rel_error"],
+                       "depgraph_trials": search["trials"],
+                       "heads_consistent": depgraph.attention_consistent(pruned)}
+    keys = [dict(zip(MODEL_KEY, key)) for key in arms]
+    if next(model_store.pending(keys), None) is None:
+        return
+    measured = measure_models(cfg, arms)
+    model_store.add_many([row | values[key] | {"test_images": n_test} | measured[key]
+                          | {"removed_parameters": total - measured[key]["parameters"]}
+                          for key, row in zip(arms, keys) if next(model_store.pending([row]), None)])
 
 
 def refit_at_depth(unit: Unit, depth: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
@@ -508,7 +509,6 @@ def run(cfg: Config, progress: bool = True) -> Results:
     backbone = models.upstream_model(cfg.model, cfg.resolution)
     layer_store = RunStore(cfg.results_dir / "layers", key=LAYER_KEY, required=("silhouette",))
     model_store = RunStore(cfg.results_dir, key=MODEL_KEY, required=("accuracy",))
-    measure = _Measure(cfg)
     first = cfg.petl_methods[0]
     default = tsne_settings(cfg)[0]
     alphas = sorted({cfg.alpha, *cfg.alphas})
@@ -522,7 +522,7 @@ def run(cfg: Config, progress: bool = True) -> Results:
         mine = _at(layer_store.frame, target=target, method=method, petl_seed=seed,
                    tsne_seed=default[0], perplexity=default[1])
         depths = kept_depths(mine, alphas).set_index("alpha").depth.to_dict()
-        measure_unit(cfg, unit, depths, model_store, measure, cfg.depgraph and method == first, correct)
+        measure_unit(cfg, unit, depths, model_store, cfg.depgraph and method == first, correct)
         if method == first and seed == cfg.petl_seeds[first][0]:
             maps[target] = block_scores(unit, *default, cfg.tsne_iter)["maps"].numpy()
             map_labels[target] = unit.train.labels
@@ -651,7 +651,7 @@ def _claim(id_: str, statement: str, paper: str, evidence: str, direction: int =
     return claims.Claim(id_, statement, PAPER[paper], evidence, direction)
 
 
-def _first_curves(cfg: Config, layers: pd.DataFrame, method: str) -> dict[str, pd.DataFrame]:
+def method_curves(cfg: Config, layers: pd.DataFrame, method: str) -> dict[str, pd.DataFrame]:
     """Per target: the per-block means over PETL seeds of ``method``, t-SNE setting of SLS."""
     rows = _sls_setting(cfg, layers, method=method)
     return {t: rows[rows.target == t].groupby("layer")[["silhouette", "raw_silhouette", "probe_accuracy"]].mean()
@@ -673,7 +673,7 @@ def test_claims(cfg: Config, layers: pd.DataFrame, depth_table: pd.DataFrame, mo
     """The claims of the groups in ``cfg.claims``, each through the claims engine."""
     out: list[claims.ClaimResult] = []
     first = cfg.petl_methods[0]
-    curves = _first_curves(cfg, layers, first)
+    curves = method_curves(cfg, layers, first)
     depths = chosen_depths(cfg, depth_table)
     full_depth = model_depth(cfg.model)
     natural = [t for t in cfg.targets if t in cfg.natural_targets]
@@ -691,12 +691,13 @@ def test_claims(cfg: Config, layers: pd.DataFrame, depth_table: pd.DataFrame, mo
             "1.rise", "The silhouette rises with depth (Spearman rho of silhouette and block index, "
             "mean over targets)", "rise", "silhouette-versus-depth figure"), rhos))
         k = full_depth // 4
-        shares = [k / (full_depth - 1) - top_share(c.silhouette.to_numpy()) for c in curves.values()]
+        shares = [k / (full_depth - 1) - top_share(curves[t].silhouette.to_numpy()) for t in others if t in curves]
         shares = [s for s in shares if math.isfinite(s)]
         out.append(claims.directional(_claim(
-            "1.plateau", f"The silhouette levels off at the top: the top {k} blocks gain less of "
-            "the rise than a straight line would (linear share minus measured share, mean over "
-            "targets)", "plateau", "silhouette-versus-depth figure"), shares))
+            "1.plateau", f"On targets other than the natural ones the silhouette levels off at the "
+            f"top: the top {k} blocks gain less of the rise than a straight line would (linear "
+            "share minus measured share, mean over those targets)", "plateau",
+            "silhouette-versus-depth figure"), shares))
         cut = [(t, full_depth - depths[t, first, s]) for t, s in units if t in others]
         claim = _claim("1.cut", f"Targets other than the natural ones lose top blocks at alpha "
                        f"{cfg.alpha} (blocks removed)", "cut", "kept-depth table")
@@ -868,7 +869,7 @@ def tsne_maps_figure(results: Results, cfg: Config):
 def premise_figure(results: Results, cfg: Config):
     """Linear-probe accuracy against silhouette per block, one panel per target titled with
     Spearman's rho (claim P): whether the silhouette ranks blocks as separability does."""
-    curves = _first_curves(cfg, results.layers, cfg.petl_methods[0])
+    curves = method_curves(cfg, results.layers, cfg.petl_methods[0])
     premise = pd.concat(curves, names=["target"]).reset_index()
     grid = sns.relplot(data=premise, x="silhouette", y="probe_accuracy", hue="layer", col="target",
                        col_wrap=min(3, len(cfg.targets)), palette="viridis", height=2.6, col_order=cfg.targets,
