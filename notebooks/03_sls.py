@@ -145,9 +145,9 @@ plots.publish(fig, cfg.figures_dir / "premise.png", "premise_figure")
 # seed).
 
 # %%
-summary = study.summary_table(cfg, results.models, results.depths)
-display(summary.round(3))
-glue("summary_table", summary.round(3), display=False)
+summary = study.rounded(study.summary_table(cfg, results.models, results.depths))
+display(summary[study.ACCURACY_COLUMNS])
+glue("summary_table", summary[study.ACCURACY_COLUMNS], display=False)
 comparisons = results.comparisons
 fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(comparisons) + 1))
 labels = [f"{r.comparison} · {r.target} · {r.method}" for r in comparisons.itertuples()]
@@ -178,14 +178,14 @@ plots.publish(fig, cfg.figures_dir / "depth_vs_distance.png", "distance_figure")
 # ## Speed and storage
 #
 # Throughput on the run's CPU threads at each batch size (each model's median time over
-# forwards taken in turn with the same target's other models), and what each task stores: the adapters of the kept blocks and the head
-# (plus one integer) for SLS, the whole pruned backbone for DepGraph.
+# forwards taken in turn with the same target's other models), and what each task stores: the
+# adapters of the kept blocks and the head (plus one integer) for SLS, the whole pruned
+# backbone for DepGraph.
 
 # %%
-speed_cols = [f"images_per_s_b{b}" for b in cfg.throughput_batches]
-speed = summary[["depth", "parameters", "macs", "storage_kib", *speed_cols]]
-display(speed.round(1))
-glue("speed_table", speed.round(1), display=False)
+speed = summary[study.speed_columns(cfg)]
+display(speed)
+glue("speed_table", speed, display=False)
 
 # %% [markdown]
 # ## Sensitivity to α and to t-SNE

@@ -429,6 +429,24 @@ def test_depth_distance_figure_puts_each_target_at_its_distance_and_kept_depth(f
     points = [tuple(c.get_offsets()[0]) for c in ax.collections]
     assert points == [(results.distances[t], FIGURE_DEPTHS["convpass"][t]) for t in cfg.targets]
     drop = results.comparisons.query("comparison == 'sls_vs_full'").set_index("target").effect_pp
-    assert [a.get_text() for a in ax.texts] == [f"{drop[t]:+.1f}" for t in cfg.targets]
+    assert [a.get_text() for a in ax.texts] == [f"{t} {drop[t]:+.1f}" for t in cfg.targets]
     assert ax.get_ylim() == (0, 12.5)
     plt.close(fig)
+    # two targets at one point: their labels go one under the other, not on top of each other
+    results = dataclasses.replace(results, distances=results.distances.replace(
+        results.distances["mnist"], results.distances["fashion_mnist"]))
+    fig = study.depth_distance_figure(results, cfg)
+    offsets = {a.get_text().split()[0]: a.xyann for a in fig.axes[0].texts}
+    assert offsets["fashion_mnist"] != offsets["mnist"]
+    plt.close(fig)
+
+
+def test_rounded_tables_show_units_without_float_noise():
+    table = pd.DataFrame({"depth": [12.0, 8.0, 12.0], "accuracy (%)": [90.53333, 89.0, 75.0],
+                          "parameters (M)": [5.58817, 3.777866, np.nan], "MACs (M)": [212.47, 143.42, np.nan],
+                          "images/s, batch 1": [34.15179, 49.69214, np.nan]})
+    shown = study.rounded(table)
+    assert shown.to_dict("list") == {"depth": ["12", "8", "12"], "accuracy (%)": ["90.5", "89.0", "75.0"],
+                                     "parameters (M)": ["5.59", "3.78", "—"], "MACs (M)": ["212", "143", "—"],
+                                     "images/s, batch 1": ["34.2", "49.7", "—"]}
+    assert study.rounded(table.assign(depth=[12.0, 7.5, 12.0])).depth.tolist() == ["12.0", "7.5", "12.0"]

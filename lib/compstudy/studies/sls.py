@@ -610,8 +610,10 @@ def compare(cfg: Config, depth_table: pd.DataFrame, correct: Mapping[tuple, np.n
 
 
 def summary_table(cfg: Config, models_frame: pd.DataFrame, depth_table: pd.DataFrame) -> pd.DataFrame:
-    """Per target, method and arm at cfg.alpha: kept depth, accuracy (mean over PETL seeds),
-    parameters, MACs, storage and throughput."""
+    """Per target, method and arm at cfg.alpha (mean over PETL seeds): kept depth, accuracy,
+    parameters and those removed, MACs, storage per task and throughput, in the units a page
+    shows (%, millions, KiB, images/s); the columns of ``ACCURACY_COLUMNS`` and
+    ``speed_columns``."""
     depths = chosen_depths(cfg, depth_table)
     full_depth = model_depth(cfg.model)
     keep = []
@@ -619,10 +621,37 @@ def summary_table(cfg: Config, models_frame: pd.DataFrame, depth_table: pd.DataF
         wanted = full_depth if r.arm in ("full", "probe") else depths.get((r.target, r.method, int(r.petl_seed)))
         keep.append(int(r.depth) == wanted)
     rows = models_frame[np.array(keep, dtype=bool)]
-    values = ["depth", "accuracy", "parameters", "removed_parameters", "macs", "storage_parameters",
-              *[f"images_per_s_b{b}" for b in cfg.throughput_batches]]
-    table = rows.groupby(["target", "method", "arm"], sort=False)[values].mean()
-    return table.assign(storage_kib=table.storage_parameters * sls.BYTES_PER_PARAM / 1024)
+    speeds = {f"images/s, batch {b}": f"images_per_s_b{b}" for b in cfg.throughput_batches}
+    table = rows.groupby(["target", "method", "arm"], sort=False)[
+        ["depth", "accuracy", "parameters", "removed_parameters", "macs", "storage_parameters", *speeds.values()]].mean()
+    return pd.DataFrame({"depth": table.depth, "accuracy (%)": 100 * table.accuracy,
+                         "parameters (M)": table.parameters / 1e6,
+                         "removed (M)": table.removed_parameters / 1e6, "MACs (M)": table.macs / 1e6,
+                         "storage (KiB)": table.storage_parameters * sls.BYTES_PER_PARAM / 1024,
+                         **{name: table[column] for name, column in speeds.items()}})
+
+
+ACCURACY_COLUMNS = ["depth", "accuracy (%)", "parameters (M)", "removed (M)"]
+
+
+def speed_columns(cfg: Config) -> list[str]:
+    """The columns of ``summary_table`` on cost: depth, MACs, storage and throughput."""
+    return ["depth", "MACs (M)", "storage (KiB)", *[f"images/s, batch {b}" for b in cfg.throughput_batches]]
+
+
+def rounded(table: pd.DataFrame) -> pd.DataFrame:
+    """``summary_table`` columns as text a page shows: depth and MACs whole, accuracy, storage and
+    throughput to one decimal, parameters to two; a value that does not apply (the probe's
+    sizes) as a dash."""
+    digits = {"depth": 1, "accuracy (%)": 1, "parameters (M)": 2, "removed (M)": 2, "MACs (M)": 0,
+              "storage (KiB)": 1}
+    out = table.copy()
+    for column in out:
+        places = digits.get(column, 1)
+        if column == "depth" and out[column].dropna().mod(1).eq(0).all():
+            places = 0
+        out[column] = [("—" if pd.isna(v) else f"{v:.{places}f}") for v in table[column]]
+    return out
 
 
 # ----------------------------------------------------------------------------- claims
@@ -889,13 +918,18 @@ def depth_distance_figure(results: Results, cfg: Config):
     depths = chosen_depths(cfg, results.depths)
     drop = _at(results.comparisons, comparison="sls_vs_full", method=first).set_index("target").effect_pp
     colours = _target_colours(cfg)
+    span = float(np.ptp(results.distances.reindex(cfg.targets))) or 1.0
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    placed: list[tuple[float, float]] = []
     for target in cfg.targets:
         x, d = results.distances[target], _mean_depth(depths, target, first)
-        ax.scatter(x, d, color=colours[target], s=60, label=target)
-        if target in drop:
-            ax.annotate(f"{drop[target]:+.1f}", (x, d), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.scatter(x, d, color=colours[target], s=60)
+        stacked = sum(abs(x - px) < 0.08 * span and abs(d - pd_) < 0.6 for px, pd_ in placed)
+        placed.append((x, d))  # labels of points that (nearly) coincide go one under another
+        label = target + (f" {drop[target]:+.1f}" if target in drop else "")
+        ax.annotate(label, (x, d), textcoords="offset points", xytext=(7, 3 - 10 * stacked), fontsize=8,
+                    color=colours[target])
     ax.set(xlabel="distance from ImageNet (1 − label spread, notebook 00)", ylabel=f"kept depth at α = {cfg.alpha}",
            ylim=(0, model_depth(cfg.model) + 0.5), title=f"{first}: kept depth (labels: SLS − full, points)")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.margins(x=0.15)
     return fig
