@@ -272,7 +272,9 @@ def interleaved_throughput(
     a busy machine then slows every model alike, so the ratios between models, which the
     claims compare, stay fair. On the 2-core machine, a truncated ViT timed this way at batch 1
     was 1.07-1.12 times as fast as the full one in three repeats (ideal 1.09); timed one after
-    another by :func:`measure_latency`, 0.98-1.18.
+    another by :func:`measure_latency`, 0.98-1.18. ``torch.utils.benchmark`` has no such turn
+    order, and its ``Timer.timeit`` warms up twice before every timed call, which would triple
+    the forwards; hence ``time.perf_counter``.
     """
     if forwards < 1:
         raise ValueError(f"forwards must be >= 1, got {forwards}")
