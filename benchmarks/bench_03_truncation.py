@@ -24,7 +24,7 @@ from compstudy.seeding import seed_everything
 LADDER = (12, 10, 8, 6, 4, 2)
 BATCHES = (1, 64)
 FORWARDS = (50, 10)
-"""Timed forwards per model at each batch; the models take turns (``interleaved_throughput``)."""
+"""Timed forwards per model at each batch; the models take turns (``metrics.measure_latencies``)."""
 
 
 def kept_depths() -> tuple[list[int], str]:
@@ -52,7 +52,8 @@ def main() -> None:
     print(f"{'depth':>5} {'batch':>5} {'img/s':>9} {'gain':>6} {'ideal':>6} {'ratio':>6}")
     truncated = {d: sls.truncate(full, d) if d < depth else full for d in depths}
     for batch, forwards in zip(BATCHES, FORWARDS):
-        speed = metrics.interleaved_throughput(truncated, batch, (3, side, side), forwards)
+        timings = metrics.measure_latencies(truncated, batch, (3, side, side), forwards)
+        speed = {d: timing["images_per_s"] for d, timing in timings.items()}
         for d in depths:
             gain, ideal = speed[d] / speed[depth], depth / d
             print(f"{d:>5} {batch:>5} {speed[d]:>9.1f} {gain:>6.2f} {ideal:>6.2f} {gain / ideal:>6.2f}")

@@ -67,7 +67,7 @@ inv_l2 = 0.00001
 inv_beta = 0.6
 inv_jitter = 8  # pixels (paper: 30 of 224); None: the paper's fraction of the side
 latency_batch = 64
-latency_min_time = 0.3  # seconds of timed runs per structure (torch.utils.benchmark blocks)
+latency_forwards = 5  # timed forwards per structure, the structures in turn (median)
 latency_probe_blocks = [1, 2, 3, 4, 5, 6]  # attention-only / MLP-only removal in 1..k blocks
 claims = ["1", "2", "3", "5", "6"]  # the claims of the paper's section 4 this run decides
 

@@ -2,6 +2,7 @@
 random ViT, and the study's splits, pairing and config checks."""
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -452,3 +453,25 @@ def test_the_cpu_budgets_are_one_nested_chain():
     cfg = study.Config.from_overrides({"profile": "cpu", "run": "main"})
     the_plan = study.plan(cfg, study.model_costs(cfg.model, cfg.resolution, num_classes=10))
     assert the_plan.chains == {the_plan.trial_kept: len(cfg.keep_ratios)}
+
+
+def test_latency_rows_time_every_structure_in_one_pass_in_turn(vit, costs, monkeypatch):
+    passes = []
+    measure = metrics.measure_latencies
+
+    def recorded(models, *args, **kwargs):
+        passes.append(len(models))
+        return measure(models, *args, **kwargs)
+
+    monkeypatch.setattr(metrics, "measure_latencies", recorded)
+    cfg = SimpleNamespace(latency_batch=2, latency_forwards=2, drop_blocks=[1, 2], latency_probe_blocks=[1, 2])
+    plan = SimpleNamespace(candidates=[5, 4, 3], chains={32: 2}, costs=costs)
+    ctx = SimpleNamespace(cfg=cfg, plan=plan, teacher=vit, progress=False)
+    units = study.latency_units(ctx)
+    rows = study.latency_rows(ctx, units)
+    assert passes == [len(units)] == [1 + 2 + 2 + 4]  # full, two DC-ViT, two drops, four probes
+    by = {(r["method"], r["k"]): r for r in rows}
+    assert by["full", 0]["macs_kept"] == pytest.approx(1.0)
+    assert by["drop", 2]["macs_kept"] < by["drop", 1]["macs_kept"] < 1
+    assert by["no_attention", 2]["macs_kept"] < by["no_attention", 1]["macs_kept"] < 1
+    assert all(r["median_ms"] > 0 and r["batch_size"] == 2 for r in rows)

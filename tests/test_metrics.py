@@ -229,14 +229,19 @@ class _Logged(nn.Module):
         return self.linear(x)
 
 
-def test_interleaved_throughput_times_models_in_turn_in_eval_mode():
+def test_measure_latencies_times_models_in_turn_in_eval_mode():
     log = []
     models = {"a": _Logged("a", log).train(), "b": _Logged("b", log).train(), "c": _Logged("c", log).eval()}
-    speeds = metrics.interleaved_throughput(models, batch_size=3, input_size=(4,), forwards=4)
+    timings = metrics.measure_latencies(models, batch_size=3, input_size=(4,), forwards=4)
     names = [name for name, _ in log]
     assert names == ["a", "b", "c"] + ["a", "b", "c"] * 4  # one warm-up each, then rounds in turn
     assert not any(training for _, training in log)
     assert models["a"].training and models["b"].training and not models["c"].training
-    assert set(speeds) == {"a", "b", "c"} and all(v > 0 for v in speeds.values())
+    assert set(timings) == {"a", "b", "c"}
+    for timing in timings.values():
+        assert set(timing) == {"batch_size", "num_threads", "median_ms", "iqr_ms", "images_per_s"}
+        assert timing["batch_size"] == 3 and timing["num_threads"] == torch.get_num_threads()
+        assert timing["median_ms"] > 0 and timing["iqr_ms"] >= 0
+        assert timing["images_per_s"] == pytest.approx(3 / (timing["median_ms"] / 1e3))
     with pytest.raises(ValueError, match="forwards must be >= 1"):
-        metrics.interleaved_throughput(models, 1, (4,), forwards=0)
+        metrics.measure_latencies(models, 1, (4,), forwards=0)

@@ -20,6 +20,7 @@ from timm.layers import LayerNorm as _TimmLayerNorm
 from torch import nn
 from torch.utils import benchmark
 from torch_pruning.utils import op_counter as _tp_op_counter
+from tqdm import tqdm
 
 # ----------------------------------------------------------------------------- quality
 
@@ -258,14 +259,16 @@ def measure_latency(
     }
 
 
-def interleaved_throughput(
+def measure_latencies(
     models: Mapping[Hashable, nn.Module],
     batch_size: int,
     input_size: tuple[int, ...],
     forwards: int,
-) -> dict[Hashable, float]:
-    """Throughput (images/s) of several models timed in turn, in eval mode under
-    ``torch.inference_mode`` with the process's intra-op threads.
+    progress: bool = False,
+) -> dict[Hashable, dict]:
+    """Forward-pass latency of one batch for several models timed in turn, in eval mode under
+    ``torch.inference_mode`` with the process's intra-op threads; per model the keys of
+    :func:`measure_latency`, the median and inter-quartile range taken over its forwards.
 
     After one warm-up forward each, the models run one forward at a time, round after round
     (1, 2, 3, 1, 2, 3, ...), and each gets the median of its ``forwards`` times. A slow spell of
@@ -274,7 +277,7 @@ def interleaved_throughput(
     was 1.07-1.12 times as fast as the full one in three repeats (ideal 1.09); timed one after
     another by :func:`measure_latency`, 0.98-1.18. ``torch.utils.benchmark`` has no such turn
     order, and its ``Timer.timeit`` warms up twice before every timed call, which would triple
-    the forwards; hence ``time.perf_counter``.
+    the forwards; hence ``time.perf_counter``. ``progress`` shows a bar over the rounds.
     """
     if forwards < 1:
         raise ValueError(f"forwards must be >= 1, got {forwards}")
@@ -286,7 +289,9 @@ def interleaved_throughput(
             for model in models.values():
                 model.eval()
                 model(x)
-            for _ in range(forwards):
+            rounds = tqdm(range(forwards), desc=f"timing {len(models)} models in turn", leave=False,
+                          **({} if progress else {"disable": True}))
+            for _ in rounds:
                 for key, model in models.items():
                     start = time.perf_counter()
                     model(x)
@@ -294,4 +299,10 @@ def interleaved_throughput(
     finally:
         for mod, training in modes.items():
             mod.training = training
-    return {key: batch_size / float(np.median(t)) for key, t in times.items()}
+    threads = torch.get_num_threads()
+    out = {}
+    for key, seconds in times.items():
+        q1, median, q3 = np.percentile(seconds, [25, 50, 75])
+        out[key] = {"batch_size": batch_size, "num_threads": threads, "median_ms": median * 1e3,
+                    "iqr_ms": (q3 - q1) * 1e3, "images_per_s": batch_size / median}
+    return out

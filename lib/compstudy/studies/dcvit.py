@@ -99,7 +99,7 @@ class Config(NotebookConfig):
     inv_beta: float
     inv_jitter: int | None
     latency_batch: int
-    latency_min_time: float
+    latency_forwards: int
     latency_probe_blocks: list[int]
     claims: list[str]
 
@@ -113,10 +113,10 @@ class Config(NotebookConfig):
                 raise ConfigError(f"config key {key!r} of notebook {self.NOTEBOOK} repeats a value")
         for key in ("finetune_per_class", "test_per_class", "heldout_per_class", "dense_epochs",
                     "dense_batch_size", "num_samples", "trial_steps", "finetune_steps", "batch_size",
-                    "adaptor_steps", "inv_images", "inv_steps", "latency_batch", "drop_blocks",
-                    "latency_probe_blocks"):
+                    "adaptor_steps", "inv_images", "inv_steps", "latency_batch", "latency_forwards",
+                    "drop_blocks", "latency_probe_blocks"):
             self.check_range(key, low=1)
-        for key in ("dense_lr", "lr", "adaptor_lr", "inv_lr", "latency_min_time"):
+        for key in ("dense_lr", "lr", "adaptor_lr", "inv_lr"):
             self.check_range(key, low=0, low_open=True)
         self.check_range("trial_drop_ratio", 0, 1, high_open=True)
         self.check_range("dense_crop_pad", low=0)
@@ -460,14 +460,19 @@ def latency_units(ctx: Context) -> list[dict]:
     return units
 
 
-def latency_row(ctx: Context, unit: dict) -> dict:
-    """Batch latency (the config's threads and batch) and MACs of one structure."""
-    blocks = ctx.plan.candidates[:unit["k"]]
-    kind = unit["method"]
-    probe = ctx.teacher if kind == "full" else dcvit.structural_model(ctx.teacher, blocks, kind, unit["kept_units"])
-    timing = metrics.measure_latency(probe, ctx.cfg.latency_batch, dcvit.input_size(probe),
-                                     min_run_time=ctx.cfg.latency_min_time)
-    return unit | {"macs_kept": dcvit.model_macs(probe) / ctx.plan.costs.total} | timing
+def latency_rows(ctx: Context, units: list[dict]) -> list[dict]:
+    """Batch latency (the config's threads and batch) and MACs of each structure in ``units``,
+    the structures timed together, one forward each in turn (``metrics.measure_latencies``), so
+    that their ratios to the full model are measured under the same machine load."""
+    probes = []
+    for unit in units:
+        kind = unit["method"]
+        probes.append(ctx.teacher if kind == "full" else dcvit.structural_model(
+            ctx.teacher, ctx.plan.candidates[:unit["k"]], kind, unit["kept_units"]))
+    timings = metrics.measure_latencies(dict(enumerate(probes)), ctx.cfg.latency_batch,
+                                        dcvit.input_size(ctx.teacher), ctx.cfg.latency_forwards, ctx.progress)
+    return [unit | {"macs_kept": dcvit.model_macs(probe) / ctx.plan.costs.total} | timings[i]
+            for i, (unit, probe) in enumerate(zip(units, probes))]
 
 
 # ----------------------------------------------------------------------------- the run
@@ -574,13 +579,8 @@ def run(cfg: Config, progress: bool = True) -> Results:
             for k in cfg.drop_blocks:
                 add(_unit("drop", "practise", n, s, MAIN[0], k=k), lambda: [drop_row(ctx, n, s, k, scores)])
     bar.close()
-    if cfg.latency_probe_blocks:
-        pending = list(store.pending(latency_units(ctx)))
-        bar = train.progress_bar(len(pending), "latency", progress)
-        for unit in pending:
-            store.add(latency_row(ctx, unit))
-            bar.update()
-        bar.close()
+    if cfg.latency_probe_blocks and next(store.pending(latency_units(ctx)), None):
+        store.add_many([row for row in latency_rows(ctx, latency_units(ctx)) if next(store.pending([row]), None)])
 
     runs = store.frame
     chains = _typed(runs, "dcvit")

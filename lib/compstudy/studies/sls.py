@@ -361,10 +361,11 @@ def kept_depths(layers: pd.DataFrame, alphas: list[float]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def measure_models(cfg: Config, arms: Mapping[tuple, tuple[torch.nn.Module, str]]) -> dict[tuple, dict]:
+def measure_models(cfg: Config, arms: Mapping[tuple, tuple[torch.nn.Module, str]],
+                   progress: bool = False) -> dict[tuple, dict]:
     """Size, MACs, storage and throughput of a unit's models (``arms``: key -> (model, kind)).
 
-    The models are timed together, in turn (``metrics.interleaved_throughput``), so that the
+    The models are timed together, in turn (``metrics.measure_latencies``), so that the
     speed ratios between one unit's arms, which the claims compare, are measured under the same
     machine load. Without ``throughput_batches`` (ablation runs that claim no speed) nothing
     is timed.
@@ -375,15 +376,15 @@ def measure_models(cfg: Config, arms: Mapping[tuple, tuple[torch.nn.Module, str]
                   "storage_parameters": sls.storage_parameters(model, kind)}
             for key, (model, kind) in arms.items()}
     for batch, forwards in zip(cfg.throughput_batches, cfg.timing_forwards):
-        speeds = metrics.interleaved_throughput({key: model for key, (model, _) in arms.items()},
-                                                batch, (3, side, side), forwards)
-        for key, speed in speeds.items():
-            rows[key][f"images_per_s_b{batch}"] = speed
+        timings = metrics.measure_latencies({key: model for key, (model, _) in arms.items()},
+                                            batch, (3, side, side), forwards, progress)
+        for key, timing in timings.items():
+            rows[key][f"images_per_s_b{batch}"] = timing["images_per_s"]
     return rows
 
 
 def measure_unit(cfg: Config, unit: Unit, depths: dict[float, int], model_store: RunStore,
-                 with_depgraph: bool, correct: dict) -> None:
+                 with_depgraph: bool, correct: dict, progress: bool = False) -> None:
     """The model rows of one PETL unit: full, SLS at each kept depth, DepGraph at cfg.alpha's.
 
     Per-image test correctness goes into ``correct`` (keyed like the rows) whether or not the
@@ -420,7 +421,7 @@ def measure_unit(cfg: Config, unit: Unit, depths: dict[float, int], model_store:
     keys = [dict(zip(MODEL_KEY, key)) for key in arms]
     if next(model_store.pending(keys), None) is None:
         return
-    measured = measure_models(cfg, arms)
+    measured = measure_models(cfg, arms, progress)
     model_store.add_many([row | values[key] | {"test_images": n_test} | measured[key]
                           | {"removed_parameters": total - measured[key]["parameters"]}
                           for key, row in zip(arms, keys) if next(model_store.pending([row]), None)])
@@ -522,7 +523,7 @@ def run(cfg: Config, progress: bool = True) -> Results:
         mine = _at(layer_store.frame, target=target, method=method, petl_seed=seed,
                    tsne_seed=default[0], perplexity=default[1])
         depths = kept_depths(mine, alphas).set_index("alpha").depth.to_dict()
-        measure_unit(cfg, unit, depths, model_store, cfg.depgraph and method == first, correct)
+        measure_unit(cfg, unit, depths, model_store, cfg.depgraph and method == first, correct, progress)
         if method == first and seed == cfg.petl_seeds[first][0]:
             maps[target] = block_scores(unit, *default, cfg.tsne_iter)["maps"].numpy()
             map_labels[target] = unit.train.labels
