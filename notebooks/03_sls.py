@@ -108,13 +108,10 @@ glue("min_last_silhouette", float(last.last_silhouette.min()), display=False)
 glue("targets_truncated", int((last.query("method == @first").groupby("target").depth.max() < full_depth).sum()),
      display=False)
 glue("targets_count", len(cfg.targets), display=False)
-curves = study.method_curves(cfg, results.layers, first)
 top_quarter = full_depth // 4
 glue("top_quarter", top_quarter, display=False)
 glue("linear_top_share", 100 * top_quarter / (full_depth - 1), display=False)
-glue("natural_top_share", 100 * float(np.mean([study.top_share(curves[t].silhouette.to_numpy())
-                                               for t in cfg.natural_targets if t in curves] or [np.nan])),
-     display=False)
+glue("natural_top_share", 100 * study.natural_top_share(cfg, results.layers), display=False)
 
 # %% [markdown]
 # ## t-SNE maps of a few blocks

@@ -346,6 +346,9 @@ def test_claims_follow_the_designed_effects(sls_ahead):
               for t in ("fashion_mnist", "mnist", "far")]
     assert verdict["1.plateau"] == "contradicted" and results["1.plateau"].n == 3
     assert results["1.plateau"].effect == pytest.approx(np.mean(shares), abs=0.01)
+    natural = study.top_share(0.6 * (np.arange(1, 13) / 12) ** CLAIM_TARGETS["cifar10"])
+    assert study.natural_top_share(cfg, layers) == pytest.approx(natural, abs=0.01)
+    assert np.isnan(study.natural_top_share(dataclasses.replace(cfg, natural_targets=[]), layers))
     # SLS ahead of DepGraph: reproduced; the arms swapped: contradicted, on the same data
     assert verdict["4.accuracy"] == ("reproduced" if sls_ahead else "contradicted")
     assert (results["4.accuracy"].effect > 0) == sls_ahead

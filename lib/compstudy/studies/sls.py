@@ -698,6 +698,14 @@ def top_share(curve: np.ndarray) -> float:
     return float((curve[-1] - curve[-1 - k]) / rise) if rise > 0 else float("nan")
 
 
+def natural_top_share(cfg: Config, layers: pd.DataFrame) -> float:
+    """``top_share`` of the natural targets' silhouette curves (first method, mean over them):
+    the in-domain contrast to claim 1.plateau; NaN without a natural target."""
+    curves = method_curves(cfg, layers, cfg.petl_methods[0])
+    shares = [top_share(curves[t].silhouette.to_numpy()) for t in cfg.natural_targets if t in curves]
+    return float(np.mean(shares)) if shares else float("nan")
+
+
 def test_claims(cfg: Config, layers: pd.DataFrame, depth_table: pd.DataFrame, models_frame: pd.DataFrame,
                 correct: Mapping[tuple, np.ndarray], distances: pd.Series) -> list[claims.ClaimResult]:
     """The claims of the groups in ``cfg.claims``, each through the claims engine."""
