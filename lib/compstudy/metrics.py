@@ -8,8 +8,9 @@ are spelled out in :func:`count_macs`.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -135,6 +136,20 @@ def count_nonzero_parameters(model: nn.Module) -> int:
 # ----------------------------------------------------------------------------- cost
 
 
+@contextlib.contextmanager
+def _eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Every module of ``models`` in eval mode inside the block, each training flag restored
+    afterwards (counting and timing must not change how a caller's model trains)."""
+    modes = {m: m.training for model in models for m in model.modules()}
+    try:
+        for model in models:
+            model.eval()
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
 def _timm_attention_ops(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
     """Op-counter hook for timm's ``Attention`` that stays right after structured pruning.
 
@@ -202,18 +217,15 @@ def _count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        _tp_op_counter.CUSTOM_MODULES_MAPPING = {  # tp matches exact types, so add timm's own
-            _TimmAttention: _timm_attention_ops,
-            _TimmLayerNorm: _tp_op_counter.ln_flops_counter_hook,  # nn.LayerNorm subclass
-        }
-        macs, _ = tp.utils.count_ops_and_params(model, torch.randn(*input_size, device=device, dtype=dtype))
-    finally:
-        _tp_op_counter.CUSTOM_MODULES_MAPPING = {}
-        for m, training in modes.items():
-            m.training = training
+    with _eval_mode(model):
+        try:
+            _tp_op_counter.CUSTOM_MODULES_MAPPING = {  # tp matches exact types, so add timm's own
+                _TimmAttention: _timm_attention_ops,
+                _TimmLayerNorm: _tp_op_counter.ln_flops_counter_hook,  # nn.LayerNorm subclass
+            }
+            macs, _ = tp.utils.count_ops_and_params(model, torch.randn(*input_size, device=device, dtype=dtype))
+        finally:
+            _tp_op_counter.CUSTOM_MODULES_MAPPING = {}
     return int(round(macs))
 
 
@@ -242,14 +254,9 @@ def measure_latency(
         with torch.inference_mode():
             model(x)
 
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    with _eval_mode(model):
         timer = benchmark.Timer(stmt="forward()", globals={"forward": forward}, num_threads=num_threads)
         m = timer.blocked_autorange(min_run_time=min_run_time)
-    finally:
-        for mod, training in modes.items():
-            mod.training = training
     return {
         "batch_size": batch_size,
         "num_threads": num_threads,
@@ -282,23 +289,17 @@ def measure_latencies(
     if forwards < 1:
         raise ValueError(f"forwards must be >= 1, got {forwards}")
     x = torch.randn(batch_size, *input_size)
-    modes = {m: m.training for model in models.values() for m in model.modules()}
     times: dict[Hashable, list[float]] = {key: [] for key in models}
-    try:
-        with torch.inference_mode():
-            for model in models.values():
-                model.eval()
+    with _eval_mode(*models.values()), torch.inference_mode():
+        for model in models.values():
+            model(x)
+        rounds = tqdm(range(forwards), desc=f"timing {len(models)} models in turn", leave=False,
+                      **({} if progress else {"disable": True}))
+        for _ in rounds:
+            for key, model in models.items():
+                start = time.perf_counter()
                 model(x)
-            rounds = tqdm(range(forwards), desc=f"timing {len(models)} models in turn", leave=False,
-                          **({} if progress else {"disable": True}))
-            for _ in rounds:
-                for key, model in models.items():
-                    start = time.perf_counter()
-                    model(x)
-                    times[key].append(time.perf_counter() - start)
-    finally:
-        for mod, training in modes.items():
-            mod.training = training
+                times[key].append(time.perf_counter() - start)
     threads = torch.get_num_threads()
     out = {}
     for key, seconds in times.items():

@@ -579,8 +579,10 @@ def run(cfg: Config, progress: bool = True) -> Results:
             for k in cfg.drop_blocks:
                 add(_unit("drop", "practise", n, s, MAIN[0], k=k), lambda: [drop_row(ctx, n, s, k, scores)])
     bar.close()
-    if cfg.latency_probe_blocks and next(store.pending(latency_units(ctx)), None):
-        store.add_many([row for row in latency_rows(ctx, latency_units(ctx)) if next(store.pending([row]), None)])
+    if cfg.latency_probe_blocks:
+        units = latency_units(ctx)
+        if next(store.pending(units), None):
+            store.add_many(store.pending(latency_rows(ctx, units)))
 
     runs = store.frame
     chains = _typed(runs, "dcvit")

@@ -422,9 +422,9 @@ def measure_unit(cfg: Config, unit: Unit, depths: dict[float, int], model_store:
     if next(model_store.pending(keys), None) is None:
         return
     measured = measure_models(cfg, arms, progress)
-    model_store.add_many([row | values[key] | {"test_images": n_test} | measured[key]
-                          | {"removed_parameters": total - measured[key]["parameters"]}
-                          for key, row in zip(arms, keys) if next(model_store.pending([row]), None)])
+    model_store.add_many(model_store.pending([row | values[key] | {"test_images": n_test} | measured[key]
+                                              | {"removed_parameters": total - measured[key]["parameters"]}
+                                              for key, row in zip(arms, keys)]))
 
 
 def refit_at_depth(unit: Unit, depth: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
