@@ -4,8 +4,9 @@ Models at the widths of the notebook's cpu defaults (VGG-16 and ResNet-20 with t
 multipliers): VGG-16-A (L1), ResNet-A/B (L1), a 50 % slimmed VGG-16 and the uniformly thinned
 VGG-16 with its parameters. Weights are random (speed does not depend on them); the slimmed
 widths come from random BN scales, so they vary by layer as trained ones do. Latency: batch 1
-and 64, 2 threads, ``torch.utils.benchmark`` median. A ratio of 1 turns every saved MAC into time.
-Run: ``.venv/bin/python benchmarks/bench_02_speedup.py [--width-scale S] [--min-run-time T]``.
+and 64, 2 threads, the models timed in turn (``metrics.measure_latencies``), median per model.
+A ratio of 1 turns every saved MAC into time.
+Run: ``.venv/bin/python benchmarks/bench_02_speedup.py [--width-scale S] [--forwards N]``.
 """
 
 from __future__ import annotations
@@ -49,19 +50,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width-scale", type=float, default=1.0,
                         help="multiply the cpu widths (e.g. 8 for full-width VGG-16)")
-    parser.add_argument("--min-run-time", type=float, default=0.5)
+    parser.add_argument("--forwards", type=int, default=100, help="timed forwards per model and batch")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     seed_everything(0, threads=args.threads)
     batches = [1, 64]
-    rows = []
-    for name, (large, model) in models(args.width_scale).items():
-        row = {"model": name, "large": large, "params": metrics.count_parameters(model),
-               "macs": metrics.count_macs(model)}
-        for b in batches:
-            row[f"latency_ms_b{b}"] = metrics.measure_latency(
-                model, b, num_threads=args.threads, min_run_time=args.min_run_time)["median_ms"]
-        rows.append(row)
+    found = models(args.width_scale)
+    rows = [{"model": name, "large": large, "params": metrics.count_parameters(model),
+             "macs": metrics.count_macs(model)} for name, (large, model) in found.items()]
+    for b in batches:
+        timings = metrics.measure_latencies({name: model for name, (_, model) in found.items()}, b,
+                                            (3, 32, 32), args.forwards)
+        for row in rows:
+            row[f"latency_ms_b{b}"] = timings[row["model"]]["median_ms"]
     table = speedup_table(pd.DataFrame(rows), batches)
     print(f"threads={args.threads}, width scale={args.width_scale}")
     print(f"{'model':<36}{'MACs (M)':>10}{'MAC red.':>10}" + "".join(

@@ -51,7 +51,7 @@ batch_size = 64
 ft_fraction = 0.25  # FT trains epochs × ft_fraction (the paper: 40 of 160)
 ft_lr = 0.001  # constant, as in the paper's CIFAR fine-tuning
 scratch_b_cap = 2.0  # at most 2E epochs for Scratch-B (the paper's ImageNet cap)
-budget_epochs = [2, 4, 16]  # extra large-model budgets of the training-budget curve (E is added)
+budget_epochs = [2, 3, 4]  # extra large-model budgets of the training-budget curve (E is added)
 budget_seeds = [0]  # seeds of the extra budgets (E has all seeds)
 equivalence_margin = 2.0  # points: a difference inside ± this counts as "no difference"
 converged_check = True  # the mirror's converged ResNet-56 → Li et al.'s A/B → brief JPEG FT
@@ -59,9 +59,10 @@ converged_ft_per_class = 200  # JPEG training images per class of the brief fine
 converged_test_per_class = 200  # JPEG test images per class of the converged check
 converged_ft_lr = 0.001
 converged_weight_decay = 0.0001
+train_workers = 2  # processes that train models side by side, one thread each (one per core)
 measure_speed = True  # CPU latency of every structured model of the first seed
 latency_batches = [1, 64]
-latency_min_run_time = 0.3  # seconds of timing per model and batch size
+latency_forwards = 50  # timed forwards per model and batch size, the models in turn
 
 # %%
 import matplotlib.pyplot as plt
@@ -190,8 +191,9 @@ if cfg.converged_check:
 # %% [markdown]
 # ## Measured speed-up versus MAC reduction
 #
-# CPU latency (2 threads, `torch.utils.benchmark` median) of every structured model of the
-# first seed at batch 1 and a throughput batch. A ratio of 1 turns every saved MAC into time.
+# CPU latency (2 threads; the models take turns, one forward each, and each gets its median)
+# of every structured model of the first seed at batch 1 and a throughput batch. A ratio of 1
+# turns every saved MAC into time.
 # Unstructured models keep dense shapes and are never timed as faster.
 
 # %%

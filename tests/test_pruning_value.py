@@ -161,3 +161,44 @@ def test_fit_runs_fractional_epochs_and_the_constant_fine_tuning_rate():
     assert rates[:3] == [0.5, 1.0, 1.0] and rates[-1] == 1.0
     with pytest.raises(ConfigError, match="unknown schedule 'step'"):
         train.FitSettings(epochs=1, lr=0.1, schedule="step")
+
+
+def test_the_pool_trains_large_models_first_and_matches_one_process():
+    """Two one-thread workers train every model to the same weights as one process on one
+    thread, and a pruned unit starts only after its large model has finished."""
+    import shutil
+
+    import torch
+    from compstudy import paths
+    from compstudy.models import cifar as cm
+
+    cfg = _cfg(methods=["l1_vgg"], regimes=["finetune", "scratch_e"], seeds=[0, 1], budget_epochs=[],
+               train_per_class=4, test_per_class=5, batch_size=16, converged_check=False, measure_speed=False)
+    root = paths.ARTIFACTS_DIR / pv.ARTIFACTS
+    wanted = pv.units(cfg)
+
+    def models() -> dict:
+        return {p.relative_to(root): cm.load_model(p)[0].state_dict() for p in root.rglob("*.pt")}
+
+    shutil.rmtree(root, ignore_errors=True)
+    threads = torch.get_num_threads()
+    try:
+        study = pv._Study(cfg, progress=False)
+        alone = {(u["target"], u["regime"], u["seed"]): study.row(u)
+                 for u in sorted(wanted, key=lambda u: u["regime"] != "unpruned")}
+    finally:
+        torch.set_num_threads(threads)
+    trained_alone = models()
+    assert len(trained_alone) == 6
+    shutil.rmtree(root)  # the pool must train every model again
+    pooled = list(pv.unit_rows(cfg, pv._Study(cfg, progress=False), wanted, progress=False))
+    trained_pooled = models()
+    assert trained_pooled.keys() == trained_alone.keys()
+    for name, state in trained_pooled.items():
+        assert all(torch.equal(state[k], trained_alone[name][k]) for k in state), name
+    assert len(pooled) == len(wanted) == 6
+    order = [(r["target"], r["seed"]) for r in pooled]
+    for seed in (0, 1):
+        assert order.index(("vgg16", seed)) < min(i for i, key in enumerate(order) if key == ("vgg16_a", seed))
+    for row in pooled:
+        assert row["accuracy"] == alone[(row["target"], row["regime"], row["seed"])]["accuracy"]
