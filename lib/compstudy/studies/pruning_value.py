@@ -28,6 +28,7 @@ import copy
 import json
 import math
 import multiprocessing
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -520,6 +521,9 @@ def unit_rows(cfg: Config, study: _Study, pending: list[dict], progress: bool = 
         (waiting[large] if unit["regime"] != "unpruned" and large in pending_large else ready).append(unit)
     if not ready:
         return
+    main = sys.modules["__main__"]
+    if not hasattr(main, "__spec__"):  # IPython's reset() leaves one without; spawn reads it
+        main.__spec__ = None
     bar = train.progress_bar(len(pending), "units", progress)
     with ProcessPoolExecutor(min(cfg.train_workers, len(pending)), multiprocessing.get_context("spawn"),
                              initializer=_start_worker, initargs=(cfg,)) as pool:
