@@ -173,7 +173,7 @@ def test_the_pool_trains_large_models_first_and_matches_one_process():
     from compstudy.models import cifar as cm
 
     cfg = _cfg(methods=["l1_vgg"], regimes=["finetune", "scratch_e"], seeds=[0, 1], budget_epochs=[],
-               train_per_class=4, test_per_class=5, batch_size=16, converged_check=False, measure_speed=False)
+               train_per_class=4, test_per_class=5, batch_size=16, train_workers=2, converged_check=False, measure_speed=False)
     root = paths.ARTIFACTS_DIR / pv.ARTIFACTS
     wanted = pv.units(cfg)
 
