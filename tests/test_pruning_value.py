@@ -202,3 +202,6 @@ def test_the_pool_trains_large_models_first_and_matches_one_process():
         assert order.index(("vgg16", seed)) < min(i for i, key in enumerate(order) if key == ("vgg16_a", seed))
     for row in pooled:
         assert row["accuracy"] == alone[(row["target"], row["regime"], row["seed"])]["accuracy"]
+    ordered = pv.in_unit_order(pd.DataFrame(pooled[::-1]), wanted)
+    assert [tuple(r) for r in ordered[list(pv.UNIT_KEY)].itertuples(index=False)] == [
+        tuple(u[k] for k in pv.UNIT_KEY) for u in wanted]

@@ -470,9 +470,10 @@ def run(cfg: Config, progress: bool = True) -> Results:
     seed_everything(cfg.seed)
     study = _Study(cfg, progress)
     store = RunStore(cfg.results_dir, key=UNIT_KEY, required=("accuracy",))
-    for row in unit_rows(cfg, study, list(store.pending(units(cfg))), progress):
+    wanted = units(cfg)
+    for row in unit_rows(cfg, study, list(store.pending(wanted)), progress):
         store.add(row)
-    runs = store.frame
+    runs = in_unit_order(store.frame, wanted)
     converged, n_converged = (converged_check(cfg, study) if cfg.converged_check
                               else (pd.DataFrame(), 0))
     speed = speed_check(cfg, study) if cfg.measure_speed else pd.DataFrame()
@@ -483,6 +484,15 @@ def run(cfg: Config, progress: bool = True) -> Results:
                    converged=converged, speed=speed, gammas=gammas,
                    train_images=len(study.train_set), test_images=len(study.test_set),
                    converged_test_images=n_converged)
+
+
+def in_unit_order(frame: pd.DataFrame, wanted: list[dict]) -> pd.DataFrame:
+    """The rows in the order of :func:`units`: the pool writes them as units finish, and the
+    tables and figures should not depend on which finished first."""
+    rank = {tuple(u[k] for k in UNIT_KEY): i for i, u in enumerate(wanted)}
+    keys = frame[list(UNIT_KEY)].itertuples(index=False, name=None)
+    order = np.argsort([rank.get(key, len(rank)) for key in keys], kind="stable")
+    return frame.iloc[order].reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- the pool of workers
