@@ -534,14 +534,15 @@ def unit_rows(cfg: Config, study: _Study, pending: list[dict], progress: bool = 
     main = sys.modules["__main__"]
     if not hasattr(main, "__spec__"):  # IPython's reset() leaves one without; spawn reads it
         main.__spec__ = None
+    workers = min(cfg.train_workers, len(pending))
     bar = train.progress_bar(len(pending), "units", progress)
-    with ProcessPoolExecutor(min(cfg.train_workers, len(pending)), multiprocessing.get_context("spawn"),
+    with ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"),
                              initializer=_start_worker, initargs=(cfg,)) as pool:
         running = {}
         try:
             while ready or running:
                 ready.sort(key=lambda u: _expected_epochs(cfg, u))
-                while ready and len(running) < cfg.train_workers:
+                while ready and len(running) < workers:
                     unit = ready.pop()
                     running[pool.submit(_worker_row, unit)] = unit
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -665,7 +666,7 @@ def speed_check(cfg: Config, study: _Study) -> pd.DataFrame:
                 makers["VGG-16 uniform, params of slimmed"] = (large, lambda t=t: structured.uniform_vgg_like(
                     study.num_classes, metrics.count_parameters(study.pruned(t, seed, cfg.epochs)["model"]),
                     cfg.vgg_width))
-    if list(store.pending([{"model": m} for m in makers])):
+    if next(store.pending([{"model": m} for m in makers]), None):
         models = {name: make() for name, (_, make) in makers.items()}
         rows = [{"model": name, "large": makers[name][0], "params": metrics.count_parameters(model),
                  "macs": metrics.count_macs(model)} for name, model in models.items()]
