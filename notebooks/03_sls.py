@@ -54,6 +54,7 @@ timing_forwards = [20, 5]  # timed forwards per model at each throughput batch, 
 equivalence_margin = 2.0  # accuracy points: "truncation loses little" (claim 2)
 depth_margin = 1.0  # blocks: "the kept depth does not depend on the t-SNE seed" (claim 5)
 claims = ["premise", "depth", "truncation", "natural", "depgraph"]  # claim groups this run tests
+workers = 2  # processes that train adapters, run t-SNE and DepGraph side by side, one thread each; 0: in this process
 
 # %%
 import matplotlib.pyplot as plt

@@ -1,5 +1,6 @@
 """Chapter 2 study: config checks, the units of a run, the tables and the claims (no training)."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -164,8 +165,8 @@ def test_fit_runs_fractional_epochs_and_the_constant_fine_tuning_rate():
 
 
 def test_the_pool_trains_large_models_first_and_matches_one_process():
-    """Two one-thread workers train every model to the same weights as one process on one
-    thread, and a pruned unit starts only after its large model has finished."""
+    """Two one-thread workers train every model to the same weights as the in-process run
+    (``workers=0``), and a pruned unit starts only after its large model has finished."""
     import shutil
 
     import torch
@@ -173,7 +174,7 @@ def test_the_pool_trains_large_models_first_and_matches_one_process():
     from compstudy.models import cifar as cm
 
     cfg = _cfg(methods=["l1_vgg"], regimes=["finetune", "scratch_e"], seeds=[0, 1], budget_epochs=[],
-               train_per_class=4, test_per_class=5, batch_size=16, train_workers=2, converged_check=False, measure_speed=False)
+               train_per_class=4, test_per_class=5, batch_size=16, workers=2, converged_check=False, measure_speed=False)
     root = paths.ARTIFACTS_DIR / pv.ARTIFACTS
     wanted = pv.units(cfg)
 
@@ -182,12 +183,10 @@ def test_the_pool_trains_large_models_first_and_matches_one_process():
 
     shutil.rmtree(root, ignore_errors=True)
     threads = torch.get_num_threads()
-    try:
-        study = pv._Study(cfg, progress=False)
-        alone = {(u["target"], u["regime"], u["seed"]): study.row(u)
-                 for u in sorted(wanted, key=lambda u: u["regime"] != "unpruned")}
-    finally:
-        torch.set_num_threads(threads)
+    in_process = dataclasses.replace(cfg, workers=0)
+    alone = {(r["target"], r["regime"], r["seed"]): r
+             for r in pv.unit_rows(in_process, pv._Study(in_process, progress=False), wanted, progress=False)}
+    assert torch.get_num_threads() == threads  # the in-process run gives the threads back
     trained_alone = models()
     assert len(trained_alone) == 6
     shutil.rmtree(root)  # the pool must train every model again

@@ -286,6 +286,50 @@ def test_tsne_settings_vary_one_factor_at_a_time():
     assert study.tsne_settings(cfg) == [(0, 30.0), (1, 30.0), (2, 30.0), (0, 10.0), (0, 50.0)]
 
 
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def test_workers_fill_the_caches_bit_for_bit_as_one_process_and_leave_nothing_missing():
+    """Two one-thread workers write the same artifacts, to the last bit, as the in-process run
+    (``workers=0``), the second t-SNE seed's maps once the unit's features exist; afterwards a
+    lookup-only pass over every work finds nothing to build."""
+    import shutil
+
+    from compstudy import cache, paths
+
+    cfg = dataclasses.replace(config.load_config("smoke", "03_sls", "main"), tsne_seeds=[0, 1])
+    backbone = models.upstream_model(cfg.model, cfg.resolution)
+    targets = study.load_targets(cfg)
+    kinds = ("sls_petl", "sls_features", "sls_scores", "sls_probes", "sls_depgraph")
+
+    def fill(workers: int) -> dict:
+        for kind in kinds:
+            shutil.rmtree(paths.ARTIFACTS_DIR / kind, ignore_errors=True)
+        threads = torch.get_num_threads()
+        study.fill_caches(dataclasses.replace(cfg, workers=workers), backbone, targets, progress=False)
+        assert torch.get_num_threads() == threads
+        return {p.relative_to(paths.ARTIFACTS_DIR): cache.torch_load(p)
+                for kind in kinds for p in (paths.ARTIFACTS_DIR / kind).glob("*.pt")}
+
+    alone, pooled = fill(0), fill(2)
+    assert pooled.keys() == alone.keys()
+    assert {p.parts[0] for p in alone} >= {"sls_petl", "sls_features", "sls_scores", "sls_probes"}
+    assert len([p for p in alone if p.parts[0] == "sls_petl"]) == 4  # 2 targets x 2 methods
+    assert len([p for p in alone if p.parts[0] == "sls_scores"]) == 4 * 2 + 2  # 2 t-SNE seeds; frozen
+    assert all(_same(pooled[p], alone[p]) for p in alone)
+    with cache.lookup_only():
+        for work in study.plan(cfg):
+            study.do_work(cfg, backbone, targets[work.target], work)
+    shutil.rmtree(paths.ARTIFACTS_DIR / "sls_probes")
+    with pytest.raises(cache.Missing), cache.lookup_only():
+        study.do_work(cfg, backbone, targets["digits"], study.plan(cfg)[0])
+
+
 # ----------------------------------------------------------------------------- claims of the study
 
 CLAIM_TARGETS = {"cifar10": 3.0, "fashion_mnist": 1.5, "mnist": 1.7, "far": 2.0}

@@ -16,10 +16,12 @@ artifact invalidates that artifact, and no version number is bumped by hand (des
 from __future__ import annotations
 
 import ast
+import contextlib
+import contextvars
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -30,6 +32,23 @@ from .results import atomic_write_bytes
 PACKAGE = "compstudy"
 LIB_ROOT = Path(__file__).resolve().parents[1]  # the folder that holds the package
 T = TypeVar("T")
+_LOOKUP_ONLY = contextvars.ContextVar("lookup_only", default=False)
+
+
+class Missing(LookupError):
+    """An artifact that :func:`cached` would have to build inside :func:`lookup_only`."""
+
+
+@contextlib.contextmanager
+def lookup_only() -> Iterator[None]:
+    """Within this block :func:`cached` reads artifacts but raises :class:`Missing` instead of
+    building one: a chapter runs its steps this way to find which units still need work
+    before it starts worker processes for them."""
+    token = _LOOKUP_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _LOOKUP_ONLY.reset(token)
 
 
 def digest(obj: Any) -> str:
@@ -170,6 +189,8 @@ def cached(kind: str, inputs: Mapping[str, Any], code: Iterable[ModuleType | Cal
     path = artifact_path(kind, inputs, code, suffix)
     if path.exists():
         return load(path)
+    if _LOOKUP_ONLY.get():
+        raise Missing(path)
     obj = build()
     atomic_write_bytes(path, save(obj))
     return obj

@@ -27,12 +27,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-import multiprocessing
-import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 
 import matplotlib.pyplot as plt
@@ -41,7 +37,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import assets, cache, claims, data, metrics, train
+from .. import assets, cache, claims, data, metrics, pool, train
 from ..config import NotebookConfig
 from ..errors import ConfigError, unknown_choice
 from ..methods import masks as mk
@@ -59,12 +55,10 @@ REGIME_NAMES = {"unpruned": "unpruned", "finetune": "FT", "scratch_e": "Scratch-
                 "scratch_b": "Scratch-B", "uniform_e": "uniform, Scratch-E"}
 CONVERGED_DATASETS = ("cifar10", "cifar10_png")
 # Every unit trains and is evaluated on one intra-op thread, its model channels-last, in a pool
-# of ``train_workers`` processes that train independent models side by side. Measured on the
-# 2-core machine (training steps of batch 64): two such workers train VGG-16 w0.125 1.66x and
-# ResNet-20 w0.25 1.25x as fast as one process on two threads. One thread per model also keeps
-# a model's numbers independent of how many workers run. Both settings are in the cache keys.
-TRAIN_THREADS = 1
-COMPUTE = {"threads": TRAIN_THREADS, "memory_format": "channels_last"}
+# of ``workers`` processes (:mod:`compstudy.pool`). Measured on the 2-core machine
+# (training steps of batch 64): two such workers train VGG-16 w0.125 1.66x and ResNet-20 w0.25
+# 1.25x as fast as one process on two threads. Both settings are in the cache keys.
+COMPUTE = {"threads": pool.THREADS, "memory_format": "channels_last"}
 
 # The paper's CIFAR-10 tables (mean ± std of 5 runs) and single-run ImageNet numbers, by family
 # and variant: (what, unpruned, FT, Scratch-E, Scratch-B).
@@ -119,7 +113,7 @@ class Config(NotebookConfig):
     converged_test_per_class: int
     converged_ft_lr: float
     converged_weight_decay: float
-    train_workers: int
+    workers: int
     measure_speed: bool
     latency_batches: list[int]
     latency_forwards: int
@@ -155,9 +149,9 @@ class Config(NotebookConfig):
         self.check_range("ft_fraction", high=1)
         self.check_range("scratch_b_cap", low=1)
         for key in ("min_channels", "batch_size", "epochs", "budget_epochs", "latency_batches",
-                    "converged_ft_per_class", "converged_test_per_class", "train_workers",
-                    "latency_forwards"):
+                    "converged_ft_per_class", "converged_test_per_class", "latency_forwards"):
             self.check_range(key, low=1)
+        self.check_range("workers", low=0)
         self.check_range("warmup_epochs", low=0, high=min([self.epochs, *self.budget_epochs]))
         for key in ("train_per_class", "test_per_class"):
             if getattr(self, key) != -1:
@@ -341,7 +335,7 @@ class _Study:
 
             def build():
                 unit_seed = _unit_seed(inputs)
-                seed_everything(unit_seed, threads=TRAIN_THREADS)
+                seed_everything(unit_seed, threads=pool.THREADS)
                 model = (cm.resnet(self.num_classes, c.resnet_depth, c.resnet_width)
                          if name.startswith("resnet") else cm.vgg(self.num_classes, "vgg16", c.vgg_width))
                 hook = structured.bn_l1_hook(model, c.slim_lambda) if name == "vgg16_bnl1" else None
@@ -395,7 +389,7 @@ class _Study:
 
         def build():
             unit_seed = _unit_seed(inputs)
-            seed_everything(unit_seed, threads=TRAIN_THREADS)
+            seed_everything(unit_seed, threads=pool.THREADS)
             if regime == "finetune":
                 model = copy.deepcopy(p["model"])
             elif regime == "uniform_e":
@@ -502,7 +496,7 @@ _WORKER_STUDY: _Study | None = None
 
 def _start_worker(cfg: Config) -> None:
     global _WORKER_STUDY
-    seed_everything(cfg.seed, threads=TRAIN_THREADS)
+    seed_everything(cfg.seed, threads=pool.THREADS)
     _WORKER_STUDY = _Study(cfg, progress=False)
 
 
@@ -517,43 +511,20 @@ def _expected_epochs(cfg: Config, unit: dict) -> float:
 
 
 def unit_rows(cfg: Config, study: _Study, pending: list[dict], progress: bool = True) -> Iterator[dict]:
-    """The row of every pending unit, yielded as each finishes, from ``train_workers`` processes.
-
-    A unit pruned from a large model that is still pending waits for it (the worker that
-    trains a model caches it, and the others load it); among the units ready to start, the
-    longest goes first, so that no long unit is left to run alone at the end.
-    """
-    pending_large = {(u["target"], u["seed"], u["budget"]) for u in pending if u["regime"] == "unpruned"}
-    waiting: dict[tuple, list[dict]] = defaultdict(list)
-    ready = []
-    for unit in pending:
+    """The row of every pending unit, yielded as each finishes, from ``workers``
+    processes (:func:`compstudy.pool.results`). A unit pruned from a large model that is still
+    pending waits for it: the worker that trains a model caches it, and the others load it.
+    The longest units start first."""
+    def needs(unit):
         large = (study.targets[unit["target"]].large, unit["seed"], unit["budget"])
-        (waiting[large] if unit["regime"] != "unpruned" and large in pending_large else ready).append(unit)
-    if not ready:
-        return
-    main = sys.modules["__main__"]
-    if not hasattr(main, "__spec__"):  # IPython's reset() leaves one without; spawn reads it
-        main.__spec__ = None
-    workers = min(cfg.train_workers, len(pending))
-    bar = train.progress_bar(len(pending), "units", progress)
-    with ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"),
-                             initializer=_start_worker, initargs=(cfg,)) as pool:
-        running = {}
-        try:
-            while ready or running:
-                ready.sort(key=lambda u: _expected_epochs(cfg, u))
-                while ready and len(running) < workers:
-                    unit = ready.pop()
-                    running[pool.submit(_worker_row, unit)] = unit
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    unit = running.pop(future)
-                    yield future.result()
-                    bar.update()
-                    ready += waiting.pop((unit["target"], unit["seed"], unit["budget"]), [])
-        finally:
-            pool.shutdown(cancel_futures=True)
-            bar.close()
+        return large if unit["regime"] != "unpruned" else None
+
+    rows = pool.results(_worker_row, pending, start=_start_worker, start_args=(cfg,),
+                        workers=cfg.workers, cost=lambda u: _expected_epochs(cfg, u),
+                        desc="units", progress=progress, needs=needs,
+                        provides=lambda u: (u["target"], u["seed"], u["budget"]))
+    for _, row in rows:
+        yield row
 
 
 def gamma_frame(study: _Study) -> pd.DataFrame:

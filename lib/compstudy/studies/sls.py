@@ -23,7 +23,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from .. import cache, claims, config, data, features, metrics, models, paths
+from .. import cache, claims, config, data, features, metrics, models, paths, pool
 from ..config import NotebookConfig
 from ..errors import ConfigError
 from ..methods import depgraph, petl, sls
@@ -80,6 +80,7 @@ class Config(NotebookConfig):
     equivalence_margin: float
     depth_margin: float
     claims: list[str]
+    workers: int
 
     def validate(self) -> None:
         self.check_choices("targets", data.dataset_names())
@@ -93,6 +94,7 @@ class Config(NotebookConfig):
         for key in ("synthetic_per_class", "batch_size", "taylor_batches", "taylor_batch_size",
                     "petl_epochs", "throughput_batches"):
             self.check_range(key, low=1)
+        self.check_range("workers", low=0)
         self.check_range("train_per_class", low=2, high=self.synthetic_per_class
                          if set(self.targets) & set(data.SYNTHETIC) else None)
         self.check_range("petl_scale", low=0, low_open=True)
@@ -185,19 +187,20 @@ class Target:
         return data.few_shot(self.pool, per_class, seed)
 
 
-def load_targets(cfg: Config) -> dict[str, Target]:
-    """Every target's training pool and test set (the test draw is fixed by ``cfg.seed``).
+def load_target(cfg: Config, name: str) -> Target:
+    """One target's training pool and test set (the test draw is fixed by ``cfg.seed``).
 
     Fails with a ConfigError before any training when a class holds too few images.
     """
-    targets = {}
-    for name in cfg.targets:
-        pool = data.load_dataset(name, "train", cfg.synthetic_per_class, cfg.seed)
-        test = data.load_dataset(name, "test", cfg.synthetic_per_class, cfg.seed)
-        test = data.few_shot(test, cfg.test_per_class[name], cfg.seed)
-        targets[name] = Target(name, pool, test)
-        targets[name].train(cfg.train_per_class, 0)  # enough images per class?
-    return targets
+    test = data.load_dataset(name, "test", cfg.synthetic_per_class, cfg.seed)
+    target = Target(name, data.load_dataset(name, "train", cfg.synthetic_per_class, cfg.seed),
+                    data.few_shot(test, cfg.test_per_class[name], cfg.seed))
+    target.train(cfg.train_per_class, 0)  # enough images per class?
+    return target
+
+
+def load_targets(cfg: Config) -> dict[str, Target]:
+    return {name: load_target(cfg, name) for name in cfg.targets}
 
 
 def _data_inputs(cfg: Config, target: str) -> dict:
@@ -215,10 +218,12 @@ def petl_settings(cfg: Config) -> FitSettings:
 
 
 def petl_inputs(cfg: Config, target: str, method: str, seed: int) -> dict:
-    """Everything the trained PETL model of one target, method and seed depends on."""
+    """Everything the trained PETL model of one target, method and seed depends on (the
+    workers compute on ``pool.THREADS`` threads; the thread count is part of the key)."""
     return {"model": cfg.model, "resolution": cfg.resolution, **_data_inputs(cfg, target),
             "train_per_class": cfg.train_per_class, "method": method, "petl_seed": seed,
-            "scale": cfg.petl_scale, "fit": asdict(petl_settings(cfg)), "batch_size": cfg.batch_size}
+            "scale": cfg.petl_scale, "fit": asdict(petl_settings(cfg)), "batch_size": cfg.batch_size,
+            "threads": pool.THREADS}
 
 
 def feature_inputs(cfg: Config, target: str, method: str, seed: int) -> dict:
@@ -278,7 +283,7 @@ def frozen_unit(cfg: Config, backbone: torch.nn.Module, target: Target, seed: in
     train_set = target.train(cfg.train_per_class, seed)
     inputs = {"model": cfg.model, "resolution": cfg.resolution, **_data_inputs(cfg, target.name),
               "train_per_class": cfg.train_per_class, "petl_seed": seed,
-              "test_per_class": cfg.test_per_class[target.name]}
+              "test_per_class": cfg.test_per_class[target.name], "threads": pool.THREADS}
     return _with_features(target, FROZEN, seed, backbone, train_set, inputs)
 
 
@@ -303,6 +308,20 @@ def block_scores(unit: Unit, tsne_seed: int, perplexity: float, n_iter: int) -> 
 
     inputs = {"features": unit.inputs, "tsne_seed": tsne_seed, "perplexity": perplexity, "n_iter": n_iter}
     return cache.cached("sls_scores", inputs, [sls.layer_scores], build)
+
+
+def last_block_score(cfg: Config, unit: Unit) -> float:
+    """Silhouette of the t-SNE map of the unit's last block at SLS's t-SNE setting (cached):
+    the frozen backbone's, beside the probe."""
+    tsne_seed, perplexity = tsne_settings(cfg)[0]
+
+    def build():
+        scores, _ = sls.layer_scores(unit.train.cls[-1:], unit.train.labels, perplexity, tsne_seed, cfg.tsne_iter)
+        return {"score": torch.tensor(float(scores[0]), dtype=torch.float64)}
+
+    inputs = {"features": unit.inputs, "tsne_seed": tsne_seed, "perplexity": perplexity,
+              "n_iter": cfg.tsne_iter, "blocks": "last"}
+    return float(cache.cached("sls_scores", inputs, [sls.layer_scores], build)["score"])
 
 
 def block_probes(unit: Unit) -> dict:
@@ -446,10 +465,8 @@ def probe_unit(cfg: Config, unit: Unit, model_store: RunStore, correct: dict) ->
     _, _, after, _ = refit_at_depth(unit, unit.depth)
     correct[tuple(key.values())] = after
     if next(model_store.pending([key]), None):
-        scores = sls.layer_scores(unit.train.cls[-1:], unit.train.labels, float(cfg.perplexities[0]),
-                                  cfg.tsne_seeds[0], cfg.tsne_iter)[0]
         model_store.add(key | {"accuracy": after.mean(), "test_images": len(unit.test.labels),
-                               "frozen_last_silhouette": float(scores[0])})
+                               "frozen_last_silhouette": last_block_score(cfg, unit)})
 
 
 def score_unit(cfg: Config, unit: Unit, layer_store: RunStore) -> None:
@@ -465,6 +482,97 @@ def score_unit(cfg: Config, unit: Unit, layer_store: RunStore) -> None:
                                       "raw_silhouette": float(probes["raw"][layer - 1]),
                                       "probe_accuracy": float(probes["probe"][layer - 1])}
                               for layer in range(1, unit.depth + 1)])
+
+
+# ----------------------------------------------------------------------------- the workers
+
+
+@dataclass(frozen=True)
+class Work:
+    """The cached steps of one PETL unit at one t-SNE setting.
+
+    At SLS's setting (``first``): adapters and head, the features of every block, the scores,
+    the per-block probes, DepGraph at ``cfg.alpha``'s kept depth for the first method, and the
+    frozen backbone's features and last-block score for the first unit of a target. At any
+    other setting only that setting's scores, after the first work of the unit has cached its
+    features: the t-SNE ablation then spreads its maps over the workers.
+    """
+
+    target: str
+    method: str
+    seed: int
+    tsne_seed: int
+    perplexity: float
+    first: bool
+    depgraph: bool
+    probe: bool
+
+    @property
+    def unit(self) -> tuple[str, str, int]:
+        return self.target, self.method, self.seed
+
+    @property
+    def cost(self) -> float:
+        """Rough cost in PETL trainings, so that the longest works start first (measured on
+        chapter 3's cpu config: DepGraph adds about a quarter, the frozen probe and the t-SNE
+        maps of one setting about a sixth each)."""
+        return 1 + 0.25 * self.depgraph + 0.15 * self.probe if self.first else 0.15
+
+
+def plan(cfg: Config) -> list[Work]:
+    first = cfg.petl_methods[0]
+    return [Work(t, m, s, tsne_seed, perplexity, i == 0, i == 0 and cfg.depgraph and m == first,
+                 i == 0 and m == first and s == cfg.petl_seeds[first][0])
+            for t in cfg.targets for m in cfg.petl_methods for s in cfg.petl_seeds[m]
+            for i, (tsne_seed, perplexity) in enumerate(tsne_settings(cfg))]
+
+
+def do_work(cfg: Config, backbone: torch.nn.Module, target: Target, work: Work, progress: bool = False) -> None:
+    """Every cached step of ``work``; inside ``cache.lookup_only()`` it finds whether any is missing."""
+    unit = petl_unit(cfg, backbone, target, work.method, work.seed, progress)
+    scores = block_scores(unit, work.tsne_seed, work.perplexity, cfg.tsne_iter)["scores"]
+    if not work.first:
+        return
+    block_probes(unit)
+    # float64, as the parent reads the silhouettes back from layers/runs.csv
+    depth = sls.select_depth(scores.double().numpy(), cfg.alpha).depth
+    if work.depgraph and depth != unit.depth:
+        depgraph_model(cfg, unit, depth)
+    if work.probe:
+        last_block_score(cfg, frozen_unit(cfg, backbone, target, work.seed))
+
+
+def fill_caches(cfg: Config, backbone: torch.nn.Module, targets: Mapping[str, Target], progress: bool) -> None:
+    """Run every unit that misses a cached step in ``cfg.workers`` one-thread processes
+    (:func:`compstudy.pool.results`); the parent then reads the caches and times the models
+    alone, in turn."""
+    todo = []
+    for work in plan(cfg):
+        try:
+            with cache.lookup_only():
+                do_work(cfg, backbone, targets[work.target], work)
+        except cache.Missing:
+            todo.append(work)
+    for _ in pool.results(_work_in_worker, todo, start=_start_worker, start_args=(cfg,), workers=cfg.workers,
+                          cost=lambda work: work.cost, desc="SLS units: adapters, t-SNE, DepGraph",
+                          progress=progress, provides=lambda work: work.unit if work.first else None,
+                          needs=lambda work: None if work.first else work.unit):
+        pass
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(cfg: Config) -> None:
+    seed_everything(cfg.seed, threads=pool.THREADS)
+    _WORKER.update(cfg=cfg, backbone=models.upstream_model(cfg.model, cfg.resolution), targets={})
+
+
+def _work_in_worker(work: Work) -> None:
+    cfg, targets = _WORKER["cfg"], _WORKER["targets"]
+    if work.target not in targets:
+        targets[work.target] = load_target(cfg, work.target)
+    do_work(cfg, _WORKER["backbone"], targets[work.target], work)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -510,24 +618,25 @@ def run(cfg: Config, progress: bool = True) -> Results:
     backbone = models.upstream_model(cfg.model, cfg.resolution)
     layer_store = RunStore(cfg.results_dir / "layers", key=LAYER_KEY, required=("silhouette",))
     model_store = RunStore(cfg.results_dir, key=MODEL_KEY, required=("accuracy",))
-    first = cfg.petl_methods[0]
     default = tsne_settings(cfg)[0]
     alphas = sorted({cfg.alpha, *cfg.alphas})
     correct: dict[tuple, np.ndarray] = {}
     maps, map_labels = {}, {}
-    plan = [(t, m, s) for t in cfg.targets for m in cfg.petl_methods for s in cfg.petl_seeds[m]]
-    bar = progress_bar(len(plan), "SLS units", progress)
-    for target, method, seed in plan:
-        unit = petl_unit(cfg, backbone, targets[target], method, seed, progress)
+    fill_caches(cfg, backbone, targets, progress)
+    works = [work for work in plan(cfg) if work.first]
+    bar = progress_bar(len(works), "SLS units: re-fits and timing", progress)
+    for work in works:
+        target = targets[work.target]
+        unit = petl_unit(cfg, backbone, target, work.method, work.seed, progress)
         score_unit(cfg, unit, layer_store)
-        mine = _at(layer_store.frame, target=target, method=method, petl_seed=seed,
+        mine = _at(layer_store.frame, target=work.target, method=work.method, petl_seed=work.seed,
                    tsne_seed=default[0], perplexity=default[1])
         depths = kept_depths(mine, alphas).set_index("alpha").depth.to_dict()
-        measure_unit(cfg, unit, depths, model_store, cfg.depgraph and method == first, correct, progress)
-        if method == first and seed == cfg.petl_seeds[first][0]:
-            maps[target] = block_scores(unit, *default, cfg.tsne_iter)["maps"].numpy()
-            map_labels[target] = unit.train.labels
-            probe_unit(cfg, frozen_unit(cfg, backbone, targets[target], seed), model_store, correct)
+        measure_unit(cfg, unit, depths, model_store, work.depgraph, correct, progress)
+        if work.probe:
+            maps[work.target] = block_scores(unit, *default, cfg.tsne_iter)["maps"].numpy()
+            map_labels[work.target] = unit.train.labels
+            probe_unit(cfg, frozen_unit(cfg, backbone, target, work.seed), model_store, correct)
         bar.update()
     bar.close()
     layers = layer_store.frame
