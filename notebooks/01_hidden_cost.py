@@ -57,6 +57,7 @@ lp_lr = 0.01
 lp_batch_size = 128
 ece_bins = 15
 ece_margin = 2.0  # equivalence margin of claim 5, ECE points
+workers = 2  # processes that transfer side by side, one thread each (one per core); 0: in this process
 
 # %%
 import matplotlib.pyplot as plt

@@ -158,6 +158,32 @@ def test_an_interrupted_sweep_resumes_to_the_numbers_of_an_uninterrupted_one(smo
     assert probs.shape == (len(labels), 10)
 
 
+def test_two_workers_give_the_rows_and_probabilities_of_the_in_process_sweep(smoke, tmp_path, monkeypatch):
+    """Spawned one-thread workers, which load the models from the cache, transfer to the same
+    numbers as the sweep in the notebook's process (``workers=0``) on the run's own models."""
+    cfg = configured(smoke, sparse_families={"oneshot": [0.5]}, quant_bits=[8], seeds=[0, 1])
+    split = hc.proxy_split(cfg)
+    sources = hc.make_sources(cfg, split, progress=False)
+    images = hc.Images(hc.target_sets(cfg, split))
+    all_units = hc.units(cfg, sources)
+    threads = torch.get_num_threads()
+
+    def sweep(workers):
+        monkeypatch.setattr(paths, "RESULTS_DIR", tmp_path / str(workers))
+        run = configured(cfg, workers=workers)
+        frame = hc.run_sweep(run, sources, images, all_units, progress=False)
+        assert torch.get_num_threads() == threads
+        probs = {tuple(unit[k] for k in hc.UNIT_KEY): hc.load_probabilities(run, unit)[0]
+                 for unit in frame.to_dict("records")}
+        return frame.sort_values(list(hc.UNIT_KEY)).reset_index(drop=True), probs
+
+    (alone, alone_probs), (pooled, pooled_probs) = sweep(0), sweep(2)
+    assert len(alone) == len(all_units) and set(alone.compression) == {"dense", "sparse", "quantized"}
+    pd.testing.assert_frame_equal(alone.drop(columns="cpu_seconds"), pooled.drop(columns="cpu_seconds"))
+    assert alone_probs.keys() == pooled_probs.keys() and len(alone_probs) == len(all_units)
+    assert all(torch.equal(alone_probs[key], pooled_probs[key]) for key in alone_probs)
+
+
 # ----------------------------------------------------------------------------- claims
 
 

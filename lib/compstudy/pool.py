@@ -2,9 +2,10 @@
 
 On the 2-core machine two one-thread processes get more out of the CPU than one process on two
 threads: PyTorch's small convolutions, ViT blocks and openTSNE's gradient steps scale poorly
-across threads (measured: 1.25-1.66x for chapter 2's CNNs, 1.32x for chapter 3's DeiT-Tiny
-PETL training). A unit's numbers do not depend on how many workers run, because every worker
-computes on ``THREADS`` intra-op threads; the chapters put ``THREADS`` in their cache keys.
+across threads. Measured: training steps of chapter 2's CNNs 1.25-1.66x; chapter 3's
+cache-filling phase about 1.17x (930 s against about 1,080 s). A unit's numbers do not depend
+on how many workers run, because every worker computes on ``THREADS`` intra-op threads; the
+chapters that cache models put ``THREADS`` in their cache keys.
 """
 
 from __future__ import annotations

@@ -28,7 +28,6 @@ the notebook saves and glues them.
 
 from __future__ import annotations
 
-import copy
 import io
 import itertools
 import time
@@ -36,13 +35,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
 from torch.nn import functional as F
 
-from .. import assets, cache, claims, data, metrics, models
+from .. import assets, cache, claims, data, metrics, models, pool
 from ..config import NotebookConfig
 from ..errors import ConfigError
 from ..methods import masks, prompting, quantization, sparse_training
@@ -91,6 +89,7 @@ class Config(NotebookConfig):
     lp_batch_size: int
     ece_bins: int
     ece_margin: float
+    workers: int
 
     def validate(self) -> None:
         self.check_choices("source_model", models.upstream_names())
@@ -104,6 +103,7 @@ class Config(NotebookConfig):
                     "vp_epochs", "vp_batch_size", "lp_epochs", "lp_batch_size", "ece_bins"):
             self.check_range(key, low=1)
         self.check_range("kd_resolution", low=16)
+        self.check_range("workers", low=0)
         for key in ("vp_lr", "lp_lr", "ece_margin"):
             self.check_range(key, low=0, low_open=True)
         if not self.seeds or not self.shots or not self.targets:
@@ -345,6 +345,14 @@ def quantized_sources(cfg: Config, split: ProxySplit, dense: torch.nn.Module) ->
     return sources
 
 
+def make_sources(cfg: Config, split: ProxySplit, progress: bool = True) -> list[Source]:
+    """The dense model, its quantized copies and the sparse models, from the cache or made now."""
+    dense = _student(cfg)
+    sources = [Source("dense", "dense", 0.0, FLOAT_BITS, frozen(dense), dense)]
+    sources += quantized_sources(cfg, split, dense)
+    return sources + sparse_sources(cfg, split, dense, progress)
+
+
 def stub_batch() -> tuple[torch.Tensor, torch.Tensor]:
     """The 16 ImageNet stub images through timm's evaluation transform at 224 px, and labels."""
     from timm.data import create_transform, resolve_data_config
@@ -572,41 +580,72 @@ def run_sweep(cfg: Config, sources: Sequence[Source], images: Images, all_units:
               progress: bool = True) -> pd.DataFrame:
     """Compute every pending unit and add its row to ``runs.csv`` (resumable).
 
-    A group with any pending unit is computed whole, so a resumed run gives the numbers of an
-    uninterrupted one; only its missing rows are written, in one go. Test probabilities are
-    saved per unit (float16) for reliability diagrams. ``cpu_seconds`` of a unit is its
-    group's CPU time divided by the group's size.
+    The groups (:func:`groups`) run side by side in ``cfg.workers`` one-thread processes
+    (:func:`compstudy.pool.results`), the longest first; the rows of a group are written as it
+    finishes. A group with any pending unit is computed whole, so a resumed run gives the
+    numbers of an uninterrupted one; only its missing rows are written, in one go. Test
+    probabilities are saved per unit (float16) for reliability diagrams. ``cpu_seconds`` of a
+    unit is its group's CPU time divided by the group's size.
     """
     store = RunStore(cfg.results_dir, key=UNIT_KEY, required=("accuracy",))
-    by_key = {tuple(src.identity.values()): src for src in sources}
+    labels = {tuple(src.identity.values()): src.label for src in sources}
     pending = {store.unit_key(u) for u in store.pending(all_units)}
-    bar = progress_bar(len(pending), "transfer units", progress)
-    for group in groups(all_units):
-        if not any(store.unit_key(u) in pending for u in group):
-            continue
-        src = by_key[_model_key(group[0])]
-        seed_everything(group[0]["seed"])
-        start = time.process_time()
-        if group[0]["method"] == "lp":
-            outputs = run_lp_group(cfg, src.model, group, images)
-        else:
-            outputs = run_vp_group(cfg, src.model, group, images)
-        seconds = (time.process_time() - start) / len(group)
+    todo = [group for group in groups(all_units) if any(store.unit_key(u) in pending for u in group)]
+    # spawned workers load the models and images from the cache; only in-process runs share them
+    shared = (sources, images) if cfg.workers == 0 else (None, None)
+    done = pool.results(_group_in_worker, todo, start=_start_worker, start_args=(cfg, *shared),
+                        workers=cfg.workers, cost=lambda group: _group_cost(cfg, group),
+                        desc="transfer groups", progress=progress)
+    for group, (outputs, seconds) in done:
         rows = []
         for unit, out in zip(group, outputs):
             if store.unit_key(unit) not in pending:
                 continue
+            probs, test_labels = torch.from_numpy(out["probs"]), torch.from_numpy(out["labels"])
             atomic_write_bytes(_prediction_path(cfg, unit), _state_bytes(
-                {"probs": out["probs"].half(), "labels": out["labels"]}))
-            rows.append(dict(unit) | {"model": src.label} | summarize(out["probs"], out["labels"], cfg.ece_bins)
-                        | {"train_images": out["train_images"], "test_images": len(out["labels"]),
+                {"probs": probs.half(), "labels": test_labels}))
+            rows.append(dict(unit) | {"model": labels[_model_key(unit)]}
+                        | summarize(probs, test_labels, cfg.ece_bins)
+                        | {"train_images": out["train_images"], "test_images": len(test_labels),
                            "trainable_parameters": out["trainable_parameters"],
                            "mapping_updates": out["mapping_updates"], "classes": out["classes"],
                            "cpu_seconds": seconds})
         store.add_many(rows)
-        bar.update(len(rows))
-    bar.close()
     return store.frame
+
+
+def _group_cost(cfg: Config, group: Sequence[dict]) -> float:
+    """Rough cost of a group: training images times epochs (LP's probes are cheap)."""
+    epochs = cfg.lp_epochs / 50 if group[0]["method"] == "lp" else cfg.vp_epochs
+    return epochs * sum(u["shots"] for u in group)
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(cfg: Config, sources: Sequence[Source] | None, images: Images | None) -> None:
+    """A worker's models and images: the run's own in the notebook's process, else from the
+    cache (the parent has made every model before the sweep)."""
+    seed_everything(cfg.seed, threads=pool.THREADS)
+    if sources is None:
+        split = proxy_split(cfg)
+        sources, images = make_sources(cfg, split, progress=False), Images(target_sets(cfg, split))
+    _WORKER.update(cfg=cfg, images=images, models={tuple(src.identity.values()): src.model for src in sources})
+
+
+def _group_in_worker(group: list[dict]) -> tuple[list[dict], float]:
+    """One group's outputs (probabilities and labels as arrays, which pickle without shared
+    memory) and CPU seconds per unit, on ``pool.THREADS`` threads."""
+    cfg, images = _WORKER["cfg"], _WORKER["images"]
+    model = _WORKER["models"][_model_key(group[0])]
+    seed_everything(group[0]["seed"], threads=pool.THREADS)
+    start = time.process_time()
+    if group[0]["method"] == "lp":
+        outputs = run_lp_group(cfg, model, group, images)
+    else:
+        outputs = run_vp_group(cfg, model, group, images)
+    seconds = (time.process_time() - start) / len(group)
+    return [out | {"probs": out["probs"].numpy(), "labels": out["labels"].numpy()} for out in outputs], seconds
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -806,10 +845,7 @@ def run(cfg: Config, progress: bool = True) -> Results:
     seed_everything(cfg.seed)
     split = proxy_split(cfg)
     targets = target_sets(cfg, split)
-    dense = _student(cfg)
-    sources = [Source("dense", "dense", 0.0, FLOAT_BITS, frozen(dense), dense)]
-    sources += quantized_sources(cfg, split, dense)
-    sources += sparse_sources(cfg, split, dense, progress)
+    sources = make_sources(cfg, split, progress)
     clock["models"] = time.process_time()
     measured = measure_sources(cfg, sources, split, progress)
     layers = layer_table(sources)
@@ -817,13 +853,13 @@ def run(cfg: Config, progress: bool = True) -> Results:
         atomic_write_text(cfg.results_dir / "layer_sparsity.csv", layers.to_csv(index=False))
     clock["checks"] = time.process_time()
     runs = run_sweep(cfg, sources, Images(targets), units(cfg, sources), progress)
-    clock["transfer"] = time.process_time()
     decided = decide(cfg, runs)
     claims.write_claims(cfg.results_dir, decided)
     frame = claims.read_claims(cfg.results_dir)
     p = pairs(runs)
+    transfer = float(runs.cpu_seconds.sum())  # the workers' CPU time, every unit of runs.csv
     cpu = {"models": clock["models"] - clock["start"], "source checks": clock["checks"] - clock["models"],
-           "transfer": clock["transfer"] - clock["checks"], "total": time.process_time() - clock["start"]}
+           "transfer": transfer, "total": time.process_time() - clock["start"] + transfer}
     return Results(measured, layers, runs, p, frame, domain_check(cfg, p),
                    {t: len(test) for t, (_, test) in targets.items()}, split, cpu)
 
