@@ -99,11 +99,9 @@ plots.publish(fig, cfg.figures_dir / "silhouette_vs_depth.png", "silhouette_figu
 
 last = results.depths.query("alpha == @cfg.alpha and tsne_seed == @cfg.tsne_seeds[0] "
                             "and perplexity == @cfg.perplexities[0]")
-kept_table = last.pivot_table(index="target", columns="method", values=["last_silhouette", "depth"]).loc[cfg.targets]
-frozen_last = results.models.query("arm == 'probe'").groupby("target").frozen_last_silhouette.mean()
-kept_table[("last_silhouette", "frozen backbone")] = frozen_last.reindex(cfg.targets)
-display(kept_table.round(3))
-glue("kept_table", kept_table.round(3), display=False)
+kept_table = study.kept_table(cfg, results)
+display(kept_table)
+glue("kept_table", kept_table, display=False)
 full_depth = study.model_depth(cfg.model)
 glue("min_last_silhouette", float(last.last_silhouette.min()), display=False)
 glue("targets_truncated", int((last.query("method == @first").groupby("target").depth.max() < full_depth).sum()),

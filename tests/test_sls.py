@@ -433,6 +433,22 @@ def figure_inputs():
     return cfg, results
 
 
+def test_kept_table_shows_whole_depths_per_method_beside_the_frozen_backbone(figure_inputs):
+    cfg, results = figure_inputs
+    probes = pd.DataFrame([{"target": t, "method": study.FROZEN, "petl_seed": 0, "arm": "probe", "depth": 12,
+                            "frozen_last_silhouette": -0.1 * i} for i, t in enumerate(CLAIM_TARGETS)])
+    table = study.kept_table(cfg, dataclasses.replace(results, models=pd.concat([results.models, probes])))
+    assert list(table.index) == list(CLAIM_TARGETS)
+    for method in ("convpass", "adapter"):
+        assert table["depth", method].dtype == int
+        assert table["depth", method].to_dict() == FIGURE_DEPTHS[method]
+    assert table["last_silhouette", "frozen backbone"].tolist() == [0.0, -0.1, -0.2, -0.3]
+    two_seeds = pd.concat([results.depths, results.depths.assign(petl_seed=1, depth=results.depths.depth + 1)])
+    halves = study.kept_table(cfg, dataclasses.replace(results, depths=two_seeds,
+                                                       models=pd.concat([results.models, probes])))
+    assert halves["depth", "convpass"]["cifar10"] == 9.5  # seeds disagree: the mean, not rounded
+
+
 def test_silhouette_figure_marks_each_targets_kept_depth_in_its_colour_per_method(figure_inputs):
     cfg, results = figure_inputs
     fig = study.silhouette_figure(results, cfg)

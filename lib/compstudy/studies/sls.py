@@ -741,6 +741,20 @@ def summary_table(cfg: Config, models_frame: pd.DataFrame, depth_table: pd.DataF
                          **{name: table[column] for name, column in speeds.items()}})
 
 
+def kept_table(cfg: Config, results: Results) -> pd.DataFrame:
+    """Per target and PETL method at cfg.alpha and SLS's t-SNE setting (mean over PETL seeds):
+    the kept depth, whole when every seed agrees, and the last block's silhouette, beside the
+    frozen backbone's last-block silhouette (before PETL)."""
+    last = _sls_setting(cfg, results.depths, alpha=cfg.alpha)
+    table = last.pivot_table(index="target", columns="method", values=["last_silhouette", "depth"]).loc[cfg.targets]
+    frozen = _at(results.models, arm="probe").groupby("target").frozen_last_silhouette.mean()
+    table[("last_silhouette", "frozen backbone")] = frozen.reindex(cfg.targets)
+    depth = table["depth"]
+    if depth.notna().all().all() and depth.mod(1).eq(0).all().all():
+        table[depth.columns.map(lambda method: ("depth", method))] = depth.astype(int)
+    return table.round(3)
+
+
 ACCURACY_COLUMNS = ["depth", "accuracy (%)", "parameters (M)", "removed (M)"]
 
 
