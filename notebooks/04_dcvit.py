@@ -70,6 +70,7 @@ latency_batch = 64
 latency_forwards = 5  # timed forwards per structure, the structures in turn (median)
 latency_probe_blocks = [1, 2, 3, 4, 5, 6]  # attention-only / MLP-only removal in 1..k blocks
 claims = ["1", "2", "3", "5", "6"]  # the claims of the paper's section 4 this run decides
+workers = 2  # processes that compress few-shot sets side by side, one thread each; 0: in this process
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt

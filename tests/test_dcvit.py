@@ -475,3 +475,46 @@ def test_latency_rows_time_every_structure_in_one_pass_in_turn(vit, costs, monke
     assert by["drop", 2]["macs_kept"] < by["drop", 1]["macs_kept"] < 1
     assert by["no_attention", 2]["macs_kept"] < by["no_attention", 1]["macs_kept"] < 1
     assert all(r["median_ms"] > 0 and r["batch_size"] == 2 for r in rows)
+
+
+def test_workers_fill_the_caches_bit_for_bit_as_one_process_and_leave_nothing_missing():
+    """Two one-thread workers write every artifact of every (N, seed), to the last bit (all but
+    the CPU seconds), as the in-process run (``workers=0``) does, the larger N of a seed after
+    the seed's inversion; afterwards a lookup-only pass finds nothing to build."""
+    import dataclasses
+    import shutil
+
+    from compstudy import cache, config, paths
+
+    cfg = dataclasses.replace(config.load_config("smoke", "04_dcvit", "main"), seeds=[0, 1])
+    ctx, _ = study.make_context(cfg, study.load_data(cfg), progress=False)
+    kinds = ("dcvit_inversion", "dcvit_targets", "dcvit_trials", "dcvit_chain", "dcvit_recover", "dcvit_drop")
+
+    def fill(workers: int) -> dict:
+        for kind in kinds:
+            shutil.rmtree(paths.ARTIFACTS_DIR / kind, ignore_errors=True)
+        threads = torch.get_num_threads()
+        study.fill_caches(dataclasses.replace(ctx, cfg=dataclasses.replace(cfg, workers=workers)), progress=False)
+        assert torch.get_num_threads() == threads
+        return {p.relative_to(paths.ARTIFACTS_DIR): cache.torch_load(p)
+                for kind in kinds for p in (paths.ARTIFACTS_DIR / kind).glob("*.pt")}
+
+    def same(a, b) -> bool:
+        if isinstance(a, torch.Tensor):
+            return isinstance(b, torch.Tensor) and torch.equal(a, b)
+        if isinstance(a, dict):  # the CPU seconds a step took are a measurement, not a result
+            return isinstance(b, dict) and a.keys() == b.keys() and all(
+                same(a[k], b[k]) for k in a if k != "cpu_seconds")
+        if isinstance(a, list):
+            return isinstance(b, list) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return a == b or (a != a and b != b)  # NaN equals NaN here
+
+    alone, pooled = fill(0), fill(2)
+    assert pooled.keys() == alone.keys()
+    assert {p.parts[0] for p in alone} == set(kinds)
+    assert len([p for p in alone if p.parts[0] == "dcvit_inversion"]) == 2  # one per seed
+    assert len([p for p in alone if p.parts[0] == "dcvit_trials"]) == 4  # 2 Ns x 2 seeds
+    assert all(same(pooled[p], alone[p]) for p in alone)
+    with cache.lookup_only():
+        for few_shot_run in study.few_shot_runs(cfg):
+            study._all_steps(ctx, few_shot_run)

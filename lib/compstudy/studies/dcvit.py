@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from .. import cache, claims, data, metrics, models, train
+from .. import cache, claims, data, metrics, models, pool, train
 from ..config import NotebookConfig
 from ..errors import ConfigError
 from ..methods import dcvit, inversion, practise
@@ -102,6 +102,7 @@ class Config(NotebookConfig):
     latency_forwards: int
     latency_probe_blocks: list[int]
     claims: list[str]
+    workers: int
 
     def validate(self) -> None:
         self.check_choices("update_settings", dcvit.UPDATE_SETTINGS)
@@ -120,6 +121,7 @@ class Config(NotebookConfig):
             self.check_range(key, low=0, low_open=True)
         self.check_range("trial_drop_ratio", 0, 1, high_open=True)
         self.check_range("dense_crop_pad", low=0)
+        self.check_range("workers", low=0)
         self.check_range("keep_ratios", 0, 1, low_open=True, high_open=True)
         if self.recover_images is not None:
             self.check_range("recover_images", low=1)
@@ -305,15 +307,19 @@ class Context:
     def few_shot(self, n: int, seed: int) -> data.ImageSet:
         return few_shot_set(self.splits.fewshot_pool, n, seed)
 
+    def key(self, **inputs) -> dict:
+        """The cache key of an artifact made from the dense model: it, the workers' thread count
+        (the numbers depend on it) and ``inputs``."""
+        return {"dense": self.dense_id, "threads": pool.THREADS, **inputs}
+
     def ids(self, images: data.ImageSet) -> str:
         return cache.digest(images.ids.tolist())
 
     def inversion(self, seed: int) -> dict:
         """Stage B for ``seed``: once per (model, seed), shared by every N and ablation."""
         cfg = self.cfg
-        inputs = {"dense": self.dense_id, "seed": seed, "images": cfg.inv_images, "steps": cfg.inv_steps,
-                  "lr": cfg.inv_lr, "tv": cfg.inv_tv, "l2": cfg.inv_l2, "beta": cfg.inv_beta,
-                  "jitter": cfg.inv_jitter}
+        inputs = self.key(seed=seed, images=cfg.inv_images, steps=cfg.inv_steps, lr=cfg.inv_lr, tv=cfg.inv_tv,
+                          l2=cfg.inv_l2, beta=cfg.inv_beta, jitter=cfg.inv_jitter)
 
         def build() -> dict:
             start = time.process_time()
@@ -329,7 +335,7 @@ class Context:
     def targets(self, few: data.ImageSet) -> dict:
         """The teacher's final-norm tokens (and of the mirrored images) and logits on a few-shot
         set: once per (model, few-shot set), shared by trials, chains, drops and ablations."""
-        return cache.cached("dcvit_targets", {"dense": self.dense_id, "images": self.ids(few)}, [dcvit],
+        return cache.cached("dcvit_targets", self.key(images=self.ids(few)), [dcvit],
                             lambda: dcvit.teacher_targets(self.teacher, data.to_float(few.images)))
 
     def mimic(self, steps: int, update: str) -> dcvit.MimicSettings:
@@ -363,9 +369,9 @@ def trial_rows(ctx: Context, n: int, seed: int, init: str) -> list[dict]:
     cfg, few = ctx.cfg, ctx.few_shot(n, seed)
     inv = ctx.inversion(seed)
     settings = ctx.mimic(cfg.trial_steps, MAIN[0])
-    inputs = {"dense": ctx.dense_id, "images": ctx.ids(few), "inversion": cache.digest(inv["images"].tolist()),
-              "heldout": ctx.ids(ctx.splits.heldout), "blocks": ctx.plan.candidates,
-              "kept": ctx.plan.trial_kept, "settings": settings, "init": init, "seed": seed}
+    inputs = ctx.key(images=ctx.ids(few), inversion=cache.digest(inv["images"].tolist()),
+                     heldout=ctx.ids(ctx.splits.heldout), blocks=ctx.plan.candidates,
+                     kept=ctx.plan.trial_kept, settings=settings, init=init, seed=seed)
 
     def build() -> list[dict]:
         frame = dcvit.block_trials(ctx.teacher, ctx.plan.candidates, ctx.plan.trial_kept,
@@ -392,8 +398,8 @@ def chain_rows(ctx: Context, n: int, seed: int, update: str, init: str, kept: in
     """Stage D: one progressive chain, a row per step k (k blocks compressed), evaluated."""
     cfg, few = ctx.cfg, ctx.few_shot(n, seed)
     settings = ctx.mimic(cfg.finetune_steps, update)
-    inputs = {"dense": ctx.dense_id, "images": ctx.ids(few), "test": ctx.ids(ctx.splits.test),
-              "order": order[:length], "kept": kept, "settings": settings, "init": init, "seed": seed}
+    inputs = ctx.key(images=ctx.ids(few), test=ctx.ids(ctx.splits.test), order=order[:length], kept=kept,
+                     settings=settings, init=init, seed=seed)
 
     def build() -> list[dict]:
         rows = []
@@ -416,9 +422,9 @@ def recover_rows(ctx: Context, n: int, seed: int) -> list[dict]:
     cfg, few = ctx.cfg, ctx.few_shot(n, seed)
     costs = ctx.plan.costs  # a dropped block takes its attention (with norm1), norm2 and MLP
     reduction = {b: (costs.block + costs.norm2) / costs.total for b in ctx.plan.candidates}
-    inputs = {"dense": ctx.dense_id, "images": ctx.ids(few), "blocks": ctx.plan.candidates,
-              "steps": cfg.adaptor_steps, "lr": cfg.adaptor_lr, "batch": cfg.batch_size,
-              "metric_images": cfg.recover_images, "reduction": reduction, "seed": seed}
+    inputs = ctx.key(images=ctx.ids(few), blocks=ctx.plan.candidates, steps=cfg.adaptor_steps,
+                     lr=cfg.adaptor_lr, batch=cfg.batch_size, metric_images=cfg.recover_images,
+                     reduction=reduction, seed=seed)
 
     def build() -> list[dict]:
         frame = practise.recoverability_scores(
@@ -435,8 +441,8 @@ def drop_row(ctx: Context, n: int, seed: int, k: int, scores: pd.DataFrame) -> d
     cfg, few = ctx.cfg, ctx.few_shot(n, seed)
     chosen = practise.blocks_to_drop(scores, k)
     settings = ctx.mimic(cfg.finetune_steps, MAIN[0])
-    inputs = {"dense": ctx.dense_id, "images": ctx.ids(few), "test": ctx.ids(ctx.splits.test),
-              "blocks": chosen, "settings": settings, "seed": seed}
+    inputs = ctx.key(images=ctx.ids(few), test=ctx.ids(ctx.splits.test), blocks=chosen, settings=settings,
+                     seed=seed)
 
     def build() -> list[dict]:
         model = practise.drop_blocks(ctx.teacher, chosen)
@@ -473,6 +479,74 @@ def latency_rows(ctx: Context, units: list[dict]) -> list[dict]:
                                         dcvit.input_size(ctx.teacher), ctx.cfg.latency_forwards, ctx.progress)
     return [unit | {"macs_kept": dcvit.model_macs(probe) / ctx.plan.costs.total} | timings[i]
             for i, (unit, probe) in enumerate(zip(units, probes))]
+
+
+def few_shot_steps(ctx: Context, n: int, s: int, add: Callable[[dict, Callable[[], list[dict]]], None],
+                   typed: Callable[[str], pd.DataFrame]) -> None:
+    """Stages C and D for the few-shot set of size ``n`` and seed ``s``, and the block-dropping
+    baseline: every unit through ``add(unit, compute)``; ``typed(kind)`` reads the rows of a
+    kind back (the ranking needs the trials, the drops the recoverability scores)."""
+    cfg, the_plan = ctx.cfg, ctx.plan
+    for init in cfg.mlp_inits:
+        add(_unit("trial", "dcvit", n, s, MAIN[0], init, the_plan.trial_kept, 1, the_plan.candidates[0]),
+            lambda: trial_rows(ctx, n, s, init))
+    order = ranking(typed("trial"), n, s, MAIN[1], cfg.rank_metric)  # every variant compresses one ranking
+    for update in cfg.update_settings:
+        for init in cfg.mlp_inits:
+            for kept, length in the_plan.chains.items():
+                add(_unit("dcvit", "dcvit", n, s, update, init, kept, 1),
+                    lambda: chain_rows(ctx, n, s, update, init, kept, length, order))
+    if cfg.run_block_drop:
+        add(_unit("recover", "practise", n, s, block=the_plan.candidates[0]), lambda: recover_rows(ctx, n, s))
+        scores = typed("recover")
+        scores = scores[(scores.num_samples == n) & (scores.seed == s)]
+        for k in cfg.drop_blocks:
+            add(_unit("drop", "practise", n, s, MAIN[0], k=k), lambda: [drop_row(ctx, n, s, k, scores)])
+
+
+def few_shot_runs(cfg: Config) -> list[tuple[int, int]]:
+    return [(n, s) for n in cfg.num_samples for s in cfg.seeds]
+
+
+def _all_steps(ctx: Context, few_shot_run: tuple[int, int]) -> None:
+    rows: list[dict] = []
+    few_shot_steps(ctx, *few_shot_run, add=lambda unit, compute: rows.extend(compute()),
+                   typed=lambda kind: _typed(pd.DataFrame(rows), kind))
+
+
+def fill_caches(ctx: Context, progress: bool) -> None:
+    """Run every (N, seed) that misses a cached step in ``cfg.workers`` one-thread processes
+    (:func:`compstudy.pool.results`). The first N of a seed computes the seed's inversion, so
+    the other Ns of that seed wait for it. The notebook's process then reads the caches and
+    times the structures alone."""
+    cfg = ctx.cfg
+    todo = []
+    for few_shot_run in few_shot_runs(cfg):
+        try:
+            with cache.lookup_only():
+                _all_steps(ctx, few_shot_run)
+        except cache.Missing:
+            todo.append(few_shot_run)
+    first = cfg.num_samples[0]
+    for _ in pool.results(_steps_in_worker, todo, start=_start_worker, start_args=(cfg,), workers=cfg.workers,
+                          cost=lambda run: 2 if run[0] == first else 1, desc="DC-ViT few-shot sets",
+                          progress=progress, provides=lambda run: run[1] if run[0] == first else None,
+                          needs=lambda run: None if run[0] == first else run[1]):
+        pass
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(cfg: Config) -> None:
+    """A worker's own context, computed on ``pool.THREADS`` threads (the held-out teacher
+    logits among it), so that its numbers do not depend on the number of workers."""
+    seed_everything(cfg.seed, threads=pool.THREADS)
+    _WORKER["ctx"] = make_context(cfg, load_data(cfg), progress=False)[0]
+
+
+def _steps_in_worker(few_shot_run: tuple[int, int]) -> None:
+    _all_steps(_WORKER["ctx"], few_shot_run)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -519,6 +593,17 @@ def worked_example() -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("convention")
 
 
+def make_context(cfg: Config, splits: Splits, progress: bool) -> tuple[Context, dict]:
+    """The dense model (cached, or trained now), the plan and the data every unit reads; and
+    the dense model's history, CPU seconds and id."""
+    teacher, dense_info = dense_model(cfg, splits, progress)
+    heldout_x = data.to_float(splits.heldout.images)
+    ctx = Context(cfg, plan(cfg, dcvit.measure_costs(teacher)), splits, teacher, dense_info["id"],
+                  data.to_float(splits.test.images), splits.test.labels, heldout_x,
+                  dcvit.logits(teacher, heldout_x), progress)
+    return ctx, dense_info
+
+
 def load_data(cfg: Config) -> Splits:
     train_set = data.load_dataset(cfg.dataset, "train")
     test_set = data.load_dataset(cfg.dataset, "test")
@@ -538,20 +623,16 @@ def run(cfg: Config, progress: bool = True) -> Results:
     splits = load_data(cfg)
     few_sets = [few_shot_set(splits.fewshot_pool, n, s) for n in cfg.num_samples for s in cfg.seeds]
     check_disjoint(splits, few_sets)
-    teacher, dense_info = dense_model(cfg, splits, progress)
-    costs = dcvit.measure_costs(teacher)
-    the_plan = plan(cfg, costs)
-    heldout_x = data.to_float(splits.heldout.images)
-    ctx = Context(cfg, the_plan, splits, teacher, dense_info["id"],
-                  data.to_float(splits.test.images), splits.test.labels, heldout_x,
-                  dcvit.logits(teacher, heldout_x), progress)
+    ctx, dense_info = make_context(cfg, splits, progress)
+    teacher, the_plan = ctx.teacher, ctx.plan
     dense = pd.DataFrame([{"model": cfg.model, "resolution": cfg.resolution, "dataset": cfg.dataset,
                            "finetune_images": len(splits.finetune), "epochs": cfg.dense_epochs,
                            "test_images": len(splits.test), "heldout_images": len(splits.heldout),
                            "cpu_seconds": dense_info["cpu_seconds"]} | ctx.evaluate(teacher)])
 
+    fill_caches(ctx, progress)
     store = RunStore(cfg.results_dir, key=KEY)
-    combos = [(n, s) for n in cfg.num_samples for s in cfg.seeds]
+    combos = few_shot_runs(cfg)
     units = len(combos) * (len(cfg.mlp_inits) * (1 + len(cfg.update_settings) * len(the_plan.chains))
                            + (1 + len(cfg.drop_blocks) if cfg.run_block_drop else 0))
     bar = train.progress_bar(units, "units of 04_dcvit", progress)
@@ -562,22 +643,7 @@ def run(cfg: Config, progress: bool = True) -> Results:
         bar.update()
 
     for n, s in combos:
-        for init in cfg.mlp_inits:
-            add(_unit("trial", "dcvit", n, s, MAIN[0], init, the_plan.trial_kept, 1, the_plan.candidates[0]),
-                lambda: trial_rows(ctx, n, s, init))
-        trials = _typed(store.frame, "trial")
-        order = ranking(trials, n, s, MAIN[1], cfg.rank_metric)  # every variant compresses one ranking
-        for update in cfg.update_settings:
-            for init in cfg.mlp_inits:
-                for kept, length in the_plan.chains.items():
-                    add(_unit("dcvit", "dcvit", n, s, update, init, kept, 1),
-                        lambda: chain_rows(ctx, n, s, update, init, kept, length, order))
-        if cfg.run_block_drop:
-            add(_unit("recover", "practise", n, s, block=the_plan.candidates[0]), lambda: recover_rows(ctx, n, s))
-            scores = _typed(store.frame, "recover")
-            scores = scores[(scores.num_samples == n) & (scores.seed == s)]
-            for k in cfg.drop_blocks:
-                add(_unit("drop", "practise", n, s, MAIN[0], k=k), lambda: [drop_row(ctx, n, s, k, scores)])
+        few_shot_steps(ctx, n, s, add, lambda kind: _typed(store.frame, kind))
     bar.close()
     if cfg.latency_probe_blocks:
         units = latency_units(ctx)
@@ -595,7 +661,7 @@ def run(cfg: Config, progress: bool = True) -> Results:
     chains = label_budgets(chains, structures)
     results = Results(
         splits=split_table(splits, few_sets), classes=splits.test.classes, dense=dense, dense_history=dense_info["history"],
-        costs=costs, structures=structures, example=worked_example(),
+        costs=the_plan.costs, structures=structures, example=worked_example(),
         inversion=inversion_table(ctx), inverted=ctx.inversion(cfg.seeds[0]),
         trials=trials, rankings=ranking_table(trials), chains=chains,
         accuracy=accuracy_table(chains, drops), recover=recover, drops=drops,
