@@ -23,16 +23,27 @@ from . import train
 
 THREADS = 1
 """Intra-op threads of every worker."""
+_STATE: Any = None  # in a worker process: what ``start`` returned
+
+
+def _start(start: Callable, start_args: tuple) -> None:
+    global _STATE
+    _STATE = start(*start_args)
+
+
+def _call(work: Callable, item: Any) -> Any:
+    return work(_STATE, item)
 
 
 def results(work: Callable[[Any], Any], items: Sequence, *, start: Callable, start_args: tuple,
             workers: int, cost: Callable[[Any], float], desc: str, progress: bool = True,
             provides: Callable[[Any], Hashable | None] = lambda item: None,
             needs: Callable[[Any], Hashable | None] = lambda item: None) -> Iterator[tuple[Any, Any]]:
-    """``(item, work(item))`` for every item, yielded as each finishes, from ``workers`` spawned
-    processes that each ran ``start(*start_args)`` once; with ``workers=0``, one after the other
-    in this process, on ``THREADS`` threads too (no start-up: a spawned worker spends about 12 s
-    importing torch and timm, which dominates runs of a few seconds, such as the smoke profile).
+    """``(item, work(state, item))`` for every item, yielded as each finishes, from ``workers``
+    spawned processes whose ``state`` is what ``start(*start_args)`` returned there, once per
+    process; with ``workers=0``, one after the other in this process, on ``THREADS`` threads
+    too (no start-up: a spawned worker spends about 12 s importing torch and timm, which
+    dominates runs of a few seconds, such as the smoke profile).
 
     ``work`` and ``start`` must be module-level functions (spawn pickles them by name). An item
     whose ``needs`` key is the ``provides`` key of another item waits until that item is done
@@ -57,14 +68,14 @@ def results(work: Callable[[Any], Any], items: Sequence, *, start: Callable, sta
     workers = max(1, min(workers, len(items)))
     bar = train.progress_bar(len(items), desc, progress)
     with ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"),
-                             initializer=start, initargs=start_args) as pool:
+                             initializer=_start, initargs=(start, start_args)) as pool:
         running = {}
         try:
             while ready or running:
                 ready.sort(key=cost)
                 while ready and len(running) < workers:
                     item = ready.pop()
-                    running[pool.submit(work, item)] = item
+                    running[pool.submit(_call, work, item)] = item
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     item = running.pop(future)
@@ -80,11 +91,11 @@ def _in_process(work, ready, waiting, start, start_args, cost, provides, desc, p
     threads = torch.get_num_threads()
     bar = train.progress_bar(len(ready) + sum(map(len, waiting.values())), desc, progress)
     try:
-        start(*start_args)
+        state = start(*start_args)
         while ready:
             ready.sort(key=cost)
             item = ready.pop()
-            yield item, work(item)
+            yield item, work(state, item)
             bar.update()
             ready += waiting.pop(provides(item), [])
     finally:

@@ -528,25 +528,18 @@ def fill_caches(ctx: Context, progress: bool) -> None:
         except cache.Missing:
             todo.append(few_shot_run)
     first = cfg.num_samples[0]
-    for _ in pool.results(_steps_in_worker, todo, start=_start_worker, start_args=(cfg,), workers=cfg.workers,
+    for _ in pool.results(_all_steps, todo, start=_start_worker, start_args=(cfg,), workers=cfg.workers,
                           cost=lambda run: 2 if run[0] == first else 1, desc="DC-ViT few-shot sets",
                           progress=progress, provides=lambda run: run[1] if run[0] == first else None,
                           needs=lambda run: None if run[0] == first else run[1]):
         pass
 
 
-_WORKER: dict = {}
-
-
-def _start_worker(cfg: Config) -> None:
+def _start_worker(cfg: Config) -> Context:
     """A worker's own context, computed on ``pool.THREADS`` threads (the held-out teacher
     logits among it), so that its numbers do not depend on the number of workers."""
     seed_everything(cfg.seed, threads=pool.THREADS)
-    _WORKER["ctx"] = make_context(cfg, load_data(cfg), progress=False)[0]
-
-
-def _steps_in_worker(few_shot_run: tuple[int, int]) -> None:
-    _all_steps(_WORKER["ctx"], few_shot_run)
+    return make_context(cfg, load_data(cfg), progress=False)[0]
 
 
 # ----------------------------------------------------------------------------- the run

@@ -620,24 +620,21 @@ def _group_cost(cfg: Config, group: Sequence[dict]) -> float:
     return epochs * sum(u["shots"] for u in group)
 
 
-_WORKER: dict = {}
-
-
-def _start_worker(cfg: Config, sources: Sequence[Source] | None, images: Images | None) -> None:
+def _start_worker(cfg: Config, sources: Sequence[Source] | None, images: Images | None) -> tuple:
     """A worker's models and images: the run's own in the notebook's process, else from the
     cache (the parent has made every model before the sweep)."""
     seed_everything(cfg.seed, threads=pool.THREADS)
     if sources is None:
         split = proxy_split(cfg)
         sources, images = make_sources(cfg, split, progress=False), Images(target_sets(cfg, split))
-    _WORKER.update(cfg=cfg, images=images, models={tuple(src.identity.values()): src.model for src in sources})
+    return cfg, images, {tuple(src.identity.values()): src.model for src in sources}
 
 
-def _group_in_worker(group: list[dict]) -> tuple[list[dict], float]:
+def _group_in_worker(state: tuple, group: list[dict]) -> tuple[list[dict], float]:
     """One group's outputs (probabilities and labels as arrays, which pickle without shared
     memory) and CPU seconds per unit, on ``pool.THREADS`` threads."""
-    cfg, images = _WORKER["cfg"], _WORKER["images"]
-    model = _WORKER["models"][_model_key(group[0])]
+    cfg, images, models_by_key = state
+    model = models_by_key[_model_key(group[0])]
     seed_everything(group[0]["seed"], threads=pool.THREADS)
     start = time.process_time()
     if group[0]["method"] == "lp":

@@ -491,17 +491,9 @@ def in_unit_order(frame: pd.DataFrame, wanted: list[dict]) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- the pool of workers
 
-_WORKER_STUDY: _Study | None = None
-
-
-def _start_worker(cfg: Config) -> None:
-    global _WORKER_STUDY
+def _start_worker(cfg: Config) -> _Study:
     seed_everything(cfg.seed, threads=pool.THREADS)
-    _WORKER_STUDY = _Study(cfg, progress=False)
-
-
-def _worker_row(unit: dict) -> dict:
-    return _WORKER_STUDY.row(unit)
+    return _Study(cfg, progress=False)
 
 
 def _expected_epochs(cfg: Config, unit: dict) -> float:
@@ -519,7 +511,7 @@ def unit_rows(cfg: Config, study: _Study, pending: list[dict], progress: bool = 
         large = (study.targets[unit["target"]].large, unit["seed"], unit["budget"])
         return large if unit["regime"] != "unpruned" else None
 
-    rows = pool.results(_worker_row, pending, start=_start_worker, start_args=(cfg,),
+    rows = pool.results(_Study.row, pending, start=_start_worker, start_args=(cfg,),
                         workers=cfg.workers, cost=lambda u: _expected_epochs(cfg, u),
                         desc="units", progress=progress, needs=needs,
                         provides=lambda u: (u["target"], u["seed"], u["budget"]))

@@ -560,19 +560,16 @@ def fill_caches(cfg: Config, backbone: torch.nn.Module, targets: Mapping[str, Ta
         pass
 
 
-_WORKER: dict = {}
-
-
-def _start_worker(cfg: Config) -> None:
+def _start_worker(cfg: Config) -> dict:
     seed_everything(cfg.seed, threads=pool.THREADS)
-    _WORKER.update(cfg=cfg, backbone=models.upstream_model(cfg.model, cfg.resolution), targets={})
+    return {"cfg": cfg, "backbone": models.upstream_model(cfg.model, cfg.resolution), "targets": {}}
 
 
-def _work_in_worker(work: Work) -> None:
-    cfg, targets = _WORKER["cfg"], _WORKER["targets"]
-    if work.target not in targets:
+def _work_in_worker(state: dict, work: Work) -> None:
+    cfg, targets = state["cfg"], state["targets"]
+    if work.target not in targets:  # a worker loads only the targets it is given
         targets[work.target] = load_target(cfg, work.target)
-    do_work(cfg, _WORKER["backbone"], targets[work.target], work)
+    do_work(cfg, state["backbone"], targets[work.target], work)
 
 
 # ----------------------------------------------------------------------------- the run
