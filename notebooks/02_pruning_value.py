@@ -30,7 +30,7 @@ seed = 0  # data seed: which training images; the model seeds are `seeds`
 dataset = "cifar10"  # the JPEG copy of CIFAR-10 (32 px)
 train_per_class = 1000  # a seeded subset of the training split: 10,000 images
 test_per_class = -1  # -1: the whole test split (10,000 images)
-seeds = [0, 1, 2]  # model seeds: each fixes a large model and the runs pruned from it
+seeds = [0, 1, 2, 3, 4]  # model seeds: each fixes a large model and the runs pruned from it
 methods = ["l1_vgg", "l1_resnet", "slimming", "unstructured"]
 regimes = ["finetune", "scratch_e", "scratch_b"]
 vgg_width = 0.125  # width multiplier of VGG-16: 8 to 64 channels
@@ -214,6 +214,16 @@ if not results.speed.empty:
 display(claims.claims_table(results.claims))
 claims.glue_claims(results.claims)
 glue("equivalence_margin", cfg.equivalence_margin, display=False)
+
+# %% [markdown]
+# The same claims on every subset of the seeds: how many stay inconclusive with three seeds,
+# with four, and with all of them. Where the fewest and the most differ, a verdict depends on
+# which seeds were drawn.
+
+# %%
+stability = study.seed_stability(results.runs, cfg)
+display(stability.round(2))
+glue("seed_stability", stability.round(2), display=False)
 
 # %% [markdown]
 # CPU seconds spent training, per model and regime (measured when each model was trained).

@@ -143,7 +143,7 @@ def _write_run(results, notebook, run, effect=1.25, seconds=75.0):
                                             "figure gap"), [effect, effect + 0.5, effect - 0.5]),
             claims.not_testable(claims.Claim("1.2", "Scales up.", "Paper: Table 2.", "-"), "no ImageNet")]
     claims.write_claims(folder, rows)
-    scale.record_wall_time(folder, seconds)
+    scale.record_wall_time(folder, seconds, 1.0)
     return folder
 
 
@@ -183,15 +183,25 @@ def test_what_ran_states_the_recorded_scale_and_wall_time(results):
     cfg = config.load_config("smoke", chapter, "main")
     scale.record_scale(cfg, models=["deit_tiny"], resolution={"deit_tiny": 96}, targets=["cifar10"],
                        budgets={"epochs": 2}, seeds=[0, 1, 2], test_images_per_target={"cifar10": 2000})
-    scale.record_wall_time(cfg.results_dir, 125.0)
+    scale.record_wall_time(cfg.results_dir, 125.0, 1.234)
     table = summary.what_ran_table(summary.collect(_summary_config()), chapter)
     assert table["main"].to_dict() == {
         "profile": "smoke", "models": "deit_tiny", "resolution": "deit_tiny: 96",
         "targets": "cifar10", "budgets": "epochs: 2", "seeds": "0, 1, 2",
-        "test images per target": "cifar10: 2000", "wall time": "2 min 05 s"}
+        "test images per target": "cifar10: 2000", "wall time": "2 min 05 s",
+        "host reference": "1.23 s"}
     with pytest.raises(TypeError, match="plain JSON"):
         scale.record_scale(cfg, models=[], resolution=1, targets=[], budgets={}, seeds=[],
                            test_images_per_target={"cifar10": np.int64(2000)})
+
+
+def test_the_host_reference_is_measured_once_on_one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    first = scale.host_reference_seconds()
+    assert first > 0 and scale.host_reference_seconds() == first  # once per process
+    assert torch.get_num_threads() == threads  # restored after its one-thread workload
 
 
 def test_wall_time_reads_at_every_scale():
@@ -210,7 +220,7 @@ def test_a_changed_input_file_changes_only_the_key_of_the_notebook_reading_it(re
     frame.to_csv(folder / "claims.csv", index=False)
     second = runner.key_of("smoke", summary.Config.NOTEBOOK, "main")
     assert second != first
-    scale.record_wall_time(results / "smoke" / summary.Config.NOTEBOOK / "main", 3.0)  # its own
+    scale.record_wall_time(results / "smoke" / summary.Config.NOTEBOOK / "main", 3.0, 1.0)  # its own
     (results / "cpu" / chapter / "main").mkdir(parents=True)  # another profile
     (results / "cpu" / chapter / "main" / "claims.csv").write_text("claim\n")
     assert runner.key_of("smoke", summary.Config.NOTEBOOK, "main") == second

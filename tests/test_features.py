@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 from scipy import linalg
 
 from compstudy import data, features, models

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from compstudy import config
+from compstudy import claims, config
 from compstudy.errors import ConfigError
 from compstudy.studies import pruning_value as pv
 
@@ -102,6 +102,19 @@ def test_claims_read_the_paired_differences():
     assert found["4"].verdict == "reproduced" and found["4"].n == 12
     assert found["5"].verdict == "reproduced" and found["5"].n == 12  # within ±2 points
     assert found["3.2"].verdict == "not testable"
+
+
+def test_seed_subsets_show_what_one_seed_does_to_the_verdicts():
+    cfg = pv.Config.from_overrides({"seeds": [0, 1, 2, 3], "epochs": EPOCHS})
+    subsets = pv.seed_subsets(_runs(gap_sb_ft=(4.0, 3.0, 5.0, -6.0)), cfg, 3)  # seed 3 an outlier
+    assert subsets.seeds.tolist() == ["0, 1, 2", "0, 1, 3", "0, 2, 3", "1, 2, 3"]
+    assert (subsets[list(claims.VERDICTS)].sum(axis=1) == 8).all()  # every claim, once per subset
+    without_outlier, with_outlier = subsets.inconclusive[0], subsets.inconclusive[1:]
+    assert (with_outlier > without_outlier).all()
+    stability = pv.seed_stability(_runs(gap_sb_ft=(4.0, 3.0, 5.0, -6.0)), cfg)
+    assert stability.index.tolist() == [3, 4] and stability.subsets.tolist() == [4, 1]
+    assert stability.loc[3, "inconclusive, fewest"] == without_outlier
+    assert stability.loc[3, "inconclusive, most"] == with_outlier.max()
 
 
 def test_claims_leave_out_what_the_run_does_not_train():

@@ -266,6 +266,7 @@ def run(notebook: str, run_name: str, profile: str, force: bool = False,
                                      "language": "python"}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"_tmp_{run_name}.ipynb")
+    host_reference = scale.host_reference_seconds()  # before the first run starts
     print(f"[run ] {notebook}/{run_name} ({profile})", flush=True)
     start = time.perf_counter()
     try:
@@ -291,7 +292,7 @@ def run(notebook: str, run_name: str, profile: str, force: bool = False,
         output_path=paths.display_path(out))
     nbformat.write(executed, tmp)
     tmp.replace(out)
-    scale.record_wall_time(cfg.results_dir, seconds)
+    scale.record_wall_time(cfg.results_dir, seconds, host_reference)
     print(f"[done] {notebook}/{run_name} ({profile}) in {seconds:.0f} s", flush=True)
     return True
 

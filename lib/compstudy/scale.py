@@ -13,11 +13,18 @@ once, after its study has run::
 It writes ``results/<profile>/<nb>/<run>/scale.json``; the runner adds ``wall_time.json``
 beside it when the run finishes. The summary notebook (``99_summary``) reads both for every
 run and glues ``what_ran_<nb>``, which the chapter page pastes (see ``book/reproduce.md``).
+
+Hosts of the same size differ in speed (two 2-core machines of this project trained the same
+54 models of chapter 2 in 4,651 and 1,561 CPU-seconds), so a wall time alone does not say
+whether a run fits its budget. With it, ``wall_time.json`` holds the host's time for one fixed
+workload (``host_reference_seconds``): wall times from two hosts compare after dividing by it.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +55,68 @@ def record_scale(cfg, *, models: Any, resolution: Any, targets: Any, budgets: An
     atomic_write_text(cfg.results_dir / SCALE_FILE, text + "\n")
 
 
-def record_wall_time(results_dir: Path, seconds: float) -> None:
-    """Write the wall time of a finished run (the runner calls this)."""
-    atomic_write_text(Path(results_dir) / WALL_TIME_FILE, json.dumps({"seconds": round(seconds, 1)}))
+def record_wall_time(results_dir: Path, seconds: float, host_reference: float) -> None:
+    """Write the wall time of a finished run and its host's ``host_reference_seconds`` (the
+    runner calls this)."""
+    atomic_write_text(Path(results_dir) / WALL_TIME_FILE, json.dumps(
+        {"seconds": round(seconds, 1), "host_reference_s": round(host_reference, 3)}))
+
+
+_host_reference: list[float] = []
+_host_reference_lock = threading.Lock()
+
+
+def host_reference_seconds() -> float:
+    """Wall seconds this host takes for a fixed one-thread workload: training steps of a small
+    CIFAR-style CNN and of a DeiT-Tiny-sized transformer encoder, the two kinds of model the
+    chapters train (best of three repeats, after a warm-up).
+
+    Measured once per process (a second caller waits for the first), so the runner measures
+    it before its first run starts; the thread count is restored afterwards.
+    """
+    with _host_reference_lock:
+        if not _host_reference:
+            _host_reference.append(_measure_reference())
+        return _host_reference[0]
+
+
+def _measure_reference() -> float:
+    import torch
+    from torch import nn
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            cnn = nn.Sequential(
+                nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+            encoder = nn.Sequential(nn.TransformerEncoder(
+                nn.TransformerEncoderLayer(192, 3, 768, batch_first=True), 2,
+                enable_nested_tensor=False), nn.Flatten(),
+                nn.Linear(17 * 192, 10))
+        batches = [(cnn, torch.randn(64, 3, 32, 32, generator=generator)),
+                   (encoder, torch.randn(32, 17, 192, generator=generator))]
+        labels = {len(x): torch.randint(0, 10, (len(x),), generator=generator) for _, x in batches}
+
+        def steps(count: int) -> float:
+            start = time.perf_counter()
+            for model, x in batches:
+                optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+                for _ in range(count):
+                    optimizer.zero_grad()
+                    nn.functional.cross_entropy(model(x), labels[len(x)]).backward()
+                    optimizer.step()
+            return time.perf_counter() - start
+
+        steps(2)
+        return min(steps(10) for _ in range(3))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def read_scale(results_dir: Path) -> dict[str, Any]:

@@ -25,6 +25,7 @@ CPU speed-up of each structured model, and the claims of the paper's section 4-5
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import time
@@ -860,6 +861,30 @@ def claim_results(runs: pd.DataFrame, cfg: Config) -> list[claims.ClaimResult]:
         out.append(claims.equivalence(claim, _claim_rows(main, structured_targets,
                                                          "scratch_e", "finetune"), margin))
     return out
+
+
+def seed_subsets(runs: pd.DataFrame, cfg: Config, size: int) -> pd.DataFrame:
+    """The claims again on every subset of ``size`` of the run's seeds: how much each verdict
+    owes to the draw of seeds. One row per subset (``seeds``, then the count of each verdict)."""
+    main = runs[runs.budget == cfg.epochs]
+    rows = []
+    for seeds in itertools.combinations(sorted(main.seed.unique()), size):
+        verdicts = [r.verdict for r in claim_results(main[main.seed.isin(seeds)], cfg)]
+        rows.append({"seeds": ", ".join(map(str, seeds)),
+                     **{v: verdicts.count(v) for v in claims.VERDICTS}})
+    return pd.DataFrame(rows)
+
+
+def seed_stability(runs: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """Inconclusive claims per subset of the seeds (fewest, most, mean), by subset size from
+    three seeds (or fewer when the run has fewer) up to all of them."""
+    n = runs[runs.budget == cfg.epochs].seed.nunique()
+    rows = {}
+    for size in range(min(3, n), n + 1):
+        counts = seed_subsets(runs, cfg, size).inconclusive
+        rows[size] = {"subsets": len(counts), "inconclusive, fewest": counts.min(),
+                      "inconclusive, most": counts.max(), "inconclusive, mean": counts.mean()}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("seeds per subset")
 
 
 # ----------------------------------------------------------------------------- figures

@@ -151,14 +151,18 @@ def wall_time(seconds: float) -> str:
 
 
 def what_ran_table(found: Collected, notebook: str) -> pd.DataFrame:
-    """One column per run of ``notebook``: profile, the recorded scale, and wall time."""
-    rows = ["profile", *(_FIELD_NAMES.get(f, f) for f in scale.FIELDS), "wall time"]
+    """One column per run of ``notebook``: profile, the recorded scale, the wall time and the
+    host's reference time (``scale.host_reference_seconds``), which makes wall times from
+    different hosts comparable."""
+    rows = ["profile", *(_FIELD_NAMES.get(f, f) for f in scale.FIELDS), "wall time",
+            "host reference"]
     columns = {}
     for run, recorded in found.scales.get(notebook, {}).items():
         values = [_plain(recorded[f]) if f in recorded else "not recorded" for f in scale.FIELDS]
-        seconds = recorded.get("seconds")
+        seconds, reference = recorded.get("seconds"), recorded.get("host_reference_s")
         columns[run] = [found.profile, *values,
-                        "unfinished" if seconds is None else wall_time(seconds)]
+                        "unfinished" if seconds is None else wall_time(seconds),
+                        "not recorded" if reference is None else f"{reference:.2f} s"]
     return pd.DataFrame(columns, index=pd.Index(rows, name="what ran"))
 
 
