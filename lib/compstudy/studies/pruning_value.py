@@ -876,14 +876,15 @@ def seed_subsets(runs: pd.DataFrame, cfg: Config, size: int) -> pd.DataFrame:
 
 
 def seed_stability(runs: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """Inconclusive claims per subset of the seeds (fewest, most, mean), by subset size from
-    three seeds (or fewer when the run has fewer) up to all of them."""
+    """How many claims are inconclusive on a subset of the seeds: the fewest, the most and the
+    mean over the subsets of each size, from three seeds (or fewer when the run has fewer) up
+    to all of them."""
     n = runs[runs.budget == cfg.epochs].seed.nunique()
     rows = {}
     for size in range(min(3, n), n + 1):
         counts = seed_subsets(runs, cfg, size).inconclusive
-        rows[size] = {"subsets": len(counts), "inconclusive, fewest": counts.min(),
-                      "inconclusive, most": counts.max(), "inconclusive, mean": counts.mean()}
+        rows[size] = {"subsets": len(counts), "fewest": counts.min(), "most": counts.max(),
+                      "mean": counts.mean()}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("seeds per subset")
 
 
