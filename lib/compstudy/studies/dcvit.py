@@ -505,6 +505,7 @@ def few_shot_steps(ctx: Context, n: int, s: int, add: Callable[[dict, Callable[[
 
 
 def few_shot_runs(cfg: Config) -> list[tuple[int, int]]:
+    """Every (N, seed) of the run, N first."""
     return [(n, s) for n in cfg.num_samples for s in cfg.seeds]
 
 
@@ -614,7 +615,8 @@ def run(cfg: Config, progress: bool = True) -> Results:
     """Everything notebook 04 shows, as tidy frames; units resume from ``runs.csv``."""
     seed_everything(cfg.seed)
     splits = load_data(cfg)
-    few_sets = [few_shot_set(splits.fewshot_pool, n, s) for n in cfg.num_samples for s in cfg.seeds]
+    combos = few_shot_runs(cfg)
+    few_sets = [few_shot_set(splits.fewshot_pool, n, s) for n, s in combos]
     check_disjoint(splits, few_sets)
     ctx, dense_info = make_context(cfg, splits, progress)
     teacher, the_plan = ctx.teacher, ctx.plan
@@ -625,7 +627,6 @@ def run(cfg: Config, progress: bool = True) -> Results:
 
     fill_caches(ctx, progress)
     store = RunStore(cfg.results_dir, key=KEY)
-    combos = few_shot_runs(cfg)
     units = len(combos) * (len(cfg.mlp_inits) * (1 + len(cfg.update_settings) * len(the_plan.chains))
                            + (1 + len(cfg.drop_blocks) if cfg.run_block_drop else 0))
     bar = train.progress_bar(units, "units of 04_dcvit", progress)

@@ -850,13 +850,17 @@ def run(cfg: Config, progress: bool = True) -> Results:
         atomic_write_text(cfg.results_dir / "layer_sparsity.csv", layers.to_csv(index=False))
     clock["checks"] = time.process_time()
     runs = run_sweep(cfg, sources, Images(targets), units(cfg, sources), progress)
+    clock["sweep"] = time.process_time()
     decided = decide(cfg, runs)
     claims.write_claims(cfg.results_dir, decided)
     frame = claims.read_claims(cfg.results_dir)
     p = pairs(runs)
-    transfer = float(runs.cpu_seconds.sum())  # the workers' CPU time, every unit of runs.csv
+    # the units' own CPU time (in workers, or in this process with workers=0), in place of this
+    # process's time during the sweep, which with workers=0 would count the units twice
+    transfer = float(runs.cpu_seconds.sum())
     cpu = {"models": clock["models"] - clock["start"], "source checks": clock["checks"] - clock["models"],
-           "transfer": transfer, "total": time.process_time() - clock["start"] + transfer}
+           "transfer": transfer,
+           "total": clock["checks"] - clock["start"] + transfer + time.process_time() - clock["sweep"]}
     return Results(measured, layers, runs, p, frame, domain_check(cfg, p),
                    {t: len(test) for t, (_, test) in targets.items()}, split, cpu)
 
