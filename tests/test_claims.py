@@ -79,6 +79,33 @@ def test_equivalence_is_reproduced_only_inside_the_margin():
         C.equivalence(SAME, normal(0.0, 1.0, 5), margin=0.0)
 
 
+def test_non_inferiority_accepts_any_gain_and_at_most_the_margin_of_loss():
+    loses_little = C.Claim("2", "Truncation loses little accuracy.", "Table 1", "tab-acc")
+    no_penalty = C.Claim("5", "Quantization adds no ECE.", "abstract", "fig-ece", direction=-1)
+
+    def verdict(claim, low, high):
+        interval = C.Interval((low + high) / 2, low, high, 6, "given")
+        return C._result(claim, "non-inferiority", interval, 2.0).verdict
+
+    assert verdict(loses_little, -1.5, 0.5) == C.REPRODUCED
+    assert verdict(loses_little, 3.0, 8.0) == C.REPRODUCED  # a gain: equivalence would contradict
+    assert verdict(loses_little, -3.4, 1.3) == C.INCONCLUSIVE
+    assert verdict(loses_little, -6.0, -2.5) == C.CONTRADICTED
+    assert verdict(no_penalty, -2.9, -0.6) == C.REPRODUCED  # lower ECE is no penalty
+    assert verdict(no_penalty, -0.5, 2.4) == C.INCONCLUSIVE
+    assert verdict(no_penalty, 2.1, 4.0) == C.CONTRADICTED
+    tested = C.non_inferiority(no_penalty, normal(-1.7, 1.0, 27), margin=2.0)
+    assert tested.verdict == C.REPRODUCED and tested.kind == "non-inferiority"
+    assert tested.margin == 2.0 and tested.mde is None  # the signed bound: above it is a penalty
+    noisy = C.non_inferiority(loses_little, [-5.0, -2.0, 0.0, 1.0, 2.0, -2.0], margin=2.0)
+    assert noisy.verdict == C.INCONCLUSIVE and noisy.margin == -2.0 and noisy.mde > 0
+    table = C.claims_table(pd.DataFrame([tested.row(), noisy.row()]))
+    assert list(table.note.str.split(";").str[0]) == ["non-inferiority bound +2.0",
+                                                      "non-inferiority bound -2.0"]
+    with pytest.raises(ValueError, match="non-inferiority margin"):
+        C.non_inferiority(loses_little, normal(0.0, 1.0, 5), margin=-1.0)
+
+
 def coverage(interval, sample, truth, draws=300):
     rng = np.random.default_rng(12345)
     hits = 0

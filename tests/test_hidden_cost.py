@@ -221,11 +221,13 @@ def test_claims_are_decided_on_paired_units(smoke):
     assert verdicts["2b"].verdict == "reproduced"  # the VP cost shrinks with data
     assert verdicts["3"].verdict == "reproduced"  # and grows with sparsity
     assert verdicts["4"].verdict == "reproduced" and verdicts["4"].effect == pytest.approx(5, abs=0.5)
-    assert verdicts["5"].verdict == "reproduced" and verdicts["5"].kind == "equivalence"
+    assert verdicts["5"].verdict == "reproduced" and verdicts["5"].kind == "non-inferiority"
     assert verdicts["6"].verdict == "not testable"
     assert verdicts["2a"].n == 18  # clustered by the dense units the pairs share
     penalised = {r.claim.id: r for r in hc.decide(cfg, synthetic_runs(quant_ece=0.05))}
     assert penalised["5"].verdict == "contradicted"
+    better = {r.claim.id: r for r in hc.decide(cfg, synthetic_runs(quant_ece=-0.05))}
+    assert better["5"].verdict == "reproduced"  # a lower ECE is no calibration penalty
     flat = {r.claim.id: r for r in hc.decide(cfg, synthetic_runs(ilm_gain=0.0, sparse_cost=0.0))}
     assert flat["1a"].verdict == "inconclusive" and flat["3"].verdict == "inconclusive"
 

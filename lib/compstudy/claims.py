@@ -12,6 +12,9 @@ thing on every page. The study's rule (design.md, "Verdicts that decide") is:
 "Within noise" is inconclusive, never "not reproduced". A claim of "no difference" is tested
 for equivalence against a margin stated on the page: ``reproduced`` only when the whole CI lies
 inside ``[-margin, +margin]``, ``contradicted`` when it lies wholly outside, else
+``inconclusive``. A claim of "no worse" ("loses little", "does not increase ECE") is tested for
+non-inferiority: ``reproduced`` when the whole CI lies on the paper's side of ``-margin`` (a
+gain is no contradiction), ``contradicted`` when it lies wholly beyond it, else
 ``inconclusive``.
 
 Intervals. The unit is what the design pairs (a target, a seed, a budget): ``differences``
@@ -76,7 +79,8 @@ class Claim:
         paper: the paper's evidence, with its numbers (these are citations, so they are typed).
         evidence: the figure or table of the run that shows the effect.
         direction: ``+1`` when the paper expects the effect to be above zero, ``-1`` below.
-            Equivalence claims ignore it.
+            Equivalence claims ignore it. A non-inferiority claim reads it as the side on
+            which any effect is acceptable; on the other side at most ``margin`` is.
         paper_effect: the paper's effect size in the same units as ours, where the paper gives
             one that is comparable at our scale; a CI that excludes it contradicts the claim.
     """
@@ -118,9 +122,11 @@ class Interval(NamedTuple):
 class ClaimResult:
     """A tested claim: one row of ``claims.csv``.
 
-    ``kind`` is ``directional``, ``equivalence``, ``correlation``, or empty when not testable.
-    ``margin`` is set for equivalence claims only, ``mde`` for inconclusive ones only, ``reason``
-    for claims that are not testable.
+    ``kind`` is ``directional``, ``equivalence``, ``non-inferiority``, ``correlation``, or empty
+    when not testable. ``margin`` is set for equivalence claims (the ``+-margin``) and for
+    non-inferiority ones (the signed bound the CI must stay on the paper's side of: ``-margin``
+    for a claim of direction +1), ``mde`` for inconclusive ones only, ``reason`` for claims
+    that are not testable.
     """
 
     claim: Claim
@@ -358,14 +364,29 @@ def _equivalence_verdict(low: float, high: float, margin: float) -> str:
     return INCONCLUSIVE
 
 
+def _non_inferiority_verdict(claim: Claim, low: float, high: float, margin: float) -> str:
+    """Whole CI on the paper's side of ``-margin`` (in the claim's direction): reproduced."""
+    toward_low, toward_high = sorted((claim.direction * low, claim.direction * high))
+    if toward_low > -margin:
+        return REPRODUCED
+    if toward_high < -margin:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
 def _result(claim: Claim, kind: str, interval: Interval, margin: float | None = None,
             rho_scale: bool = False) -> ClaimResult:
-    if margin is None:
-        verdict = _directional_verdict(claim, interval.ci_low, interval.ci_high)
+    if kind in ("equivalence", "non-inferiority"):
+        if margin is None or not margin > 0:
+            raise ValueError(f"claim {claim.id}: the {kind} margin must be > 0, got {margin}")
+    low, high = interval.ci_low, interval.ci_high
+    if kind == "equivalence":
+        verdict = _equivalence_verdict(low, high, margin)
+    elif kind == "non-inferiority":
+        verdict = _non_inferiority_verdict(claim, low, high, margin)
+        margin = -claim.direction * margin
     else:
-        if not margin > 0:
-            raise ValueError(f"claim {claim.id}: the equivalence margin must be > 0, got {margin}")
-        verdict = _equivalence_verdict(interval.ci_low, interval.ci_high, margin)
+        verdict = _directional_verdict(claim, low, high)
     detectable = None
     if verdict == INCONCLUSIVE:
         detectable = (_rho_mde(interval.ci_low, interval.ci_high, interval.n) if rho_scale
@@ -410,6 +431,24 @@ def equivalence(claim: Claim, differences: Sequence[float], margin: float, metho
                    mean_interval(differences, method, cluster, n_boot, seed), margin)
 
 
+def non_inferiority(claim: Claim, differences: Sequence[float], margin: float,
+                    method: str = "auto", cluster: Sequence | None = None, n_boot: int = 10_000,
+                    seed: int = 0) -> ClaimResult:
+    """Test "no worse than ``margin``": the effect stays on the paper's side (``direction``)
+    of ``-margin``, e.g. "truncation loses less than 2 points" (direction +1, the effect a
+    change in accuracy) or "quantization adds less than 2 points of ECE" (direction -1).
+
+    ``reproduced`` needs the whole 95 % CI beyond the bound, a one-sided test at 2.5 %;
+    ``contradicted`` needs it wholly on the other side. An inconclusive result's MDE is the
+    distance from the bound that the design would detect with 80 % power.
+    """
+    tiny = _too_few(claim, _units(differences, cluster).size, 2)
+    if tiny is not None:
+        return tiny
+    return _result(claim, "non-inferiority",
+                   mean_interval(differences, method, cluster, n_boot, seed), margin)
+
+
 def correlation(claim: Claim, x: Sequence[float], y: Sequence[float], method: str = "auto",
                 n_boot: int = 10_000, seed: int = 0) -> ClaimResult:
     """Test the sign of Spearman's rho (``direction``); the interval is :func:`spearman_ci`.
@@ -445,7 +484,8 @@ def write_claims(results_dir: Path, results: Iterable[ClaimResult]) -> Path:
     """Write ``<results_dir>/claims.csv`` atomically; returns its path.
 
     Columns: :data:`COLUMNS` then :data:`EXTRA_COLUMNS`. Empty cells are values that do not
-    apply (``margin`` outside equivalence claims, ``mde`` outside inconclusive ones).
+    apply (``margin`` outside equivalence and non-inferiority claims, ``mde`` outside
+    inconclusive ones).
     """
     rows = [r.row() for r in results]
     ids = [r["claim"] for r in rows]
@@ -481,7 +521,7 @@ def claims_table(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     """A claims table for a page, one row per claim (index: claim id).
 
     The effect reads ``+1.2 [0.4, 2.0]`` (``digits`` decimals; rank correlations always 2).
-    ``note`` states the margin of an equivalence claim, the MDE of an inconclusive one, and the
+    ``note`` states the margin of an equivalence claim, the bound of a non-inferiority one, the MDE of an inconclusive one, and the
     reason of one that is not testable.
     """
     rows = []
@@ -490,7 +530,8 @@ def claims_table(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
         tested = r.verdict != NOT_TESTABLE
         notes = []
         if pd.notna(r.margin):
-            notes.append(f"margin ±{_fmt(r.margin, d)}")
+            notes.append(f"non-inferiority bound {_fmt(r.margin, d, '+')}" if r.kind == "non-inferiority"
+                         else f"margin ±{_fmt(r.margin, d)}")
         if pd.notna(r.mde):
             notes.append(f"MDE {_fmt(r.mde, d)}")
         if r.reason:
