@@ -207,6 +207,36 @@ def test_head_refit_from_cached_features_is_the_truncated_models_head(petl_vit):
         sls.fit_head(normed[:5], feats.labels[:5], 10)
 
 
+def _toy_unit(model):
+    """A study unit on toy images: the model, 40 training and 30 test images, their features."""
+    train, test = toy_images(40), toy_images(30)
+    return study.Unit("toy", "convpass", 0, model, train, test, sls.block_cls_features(model, train),
+                      sls.block_cls_features(model, test), {"toy_unit": 1})
+
+
+def test_retraining_after_the_cut_trains_only_adapters_and_head(petl_vit):
+    cfg = dataclasses.replace(config.load_config("smoke", "03_sls", "main"), retrain_epochs=2, retrain_lr=0.01)
+    unit = _toy_unit(petl_vit)
+    before = {n: t.clone() for n, t in sls.truncate(petl_vit, 3).state_dict().items()}
+    model, payload = study.sls_model(cfg, unit, 3)
+    after = model.state_dict()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    trained = {n for n in before if ".adapter_" in n or n.startswith("head.")}
+    assert changed and changed <= trained  # the backbone is untouched
+    assert all(p.grad is None for p in petl_vit.parameters())  # nor is the unit's model
+    assert not torch.equal(payload["logits"], payload["logits_refit"])
+    with torch.no_grad():  # the stored logits are the retrained model's
+        x = models.adapt_input(model, data.to_float(unit.test_set.images))
+        assert torch.allclose(model.eval()(x), payload["logits"], atol=1e-4)
+    head_only = study.sls_model(dataclasses.replace(cfg, retrain_epochs=0), unit, 3)[1]
+    assert torch.equal(head_only["logits"], head_only["logits_refit"])
+    assert torch.equal(head_only["logits_refit"], payload["logits_refit"])  # the same first step
+    uncut = study.sls_model(cfg, unit, len(petl_vit.blocks))[1]  # nothing cut: nothing retrained
+    assert torch.equal(uncut["logits"], uncut["logits_refit"])
+    accuracies = study._stage_accuracies(payload, unit.test.labels)
+    assert set(accuracies) == {"accuracy", "accuracy_refit", "accuracy_before_refit"}
+
+
 @pytest.mark.parametrize("depth", [0, 7, -1])
 def test_layer_index_beyond_depth_is_a_config_error(petl_vit, depth):
     with pytest.raises(ConfigError, match="beyond the model's depth; valid: 1..6"):
@@ -305,7 +335,7 @@ def test_workers_fill_the_caches_bit_for_bit_as_one_process_and_leave_nothing_mi
     cfg = dataclasses.replace(config.load_config("smoke", "03_sls", "main"), tsne_seeds=[0, 1])
     backbone = models.upstream_model(cfg.model, cfg.resolution)
     targets = study.load_targets(cfg)
-    kinds = ("sls_petl", "sls_features", "sls_scores", "sls_probes", "sls_depgraph")
+    kinds = ("sls_petl", "sls_features", "sls_scores", "sls_probes", "sls_truncated", "sls_depgraph")
 
     def fill(workers: int) -> dict:
         for kind in kinds:
@@ -321,6 +351,7 @@ def test_workers_fill_the_caches_bit_for_bit_as_one_process_and_leave_nothing_mi
     assert {p.parts[0] for p in alone} >= {"sls_petl", "sls_features", "sls_scores", "sls_probes"}
     assert len([p for p in alone if p.parts[0] == "sls_petl"]) == 4  # 2 targets x 2 methods
     assert len([p for p in alone if p.parts[0] == "sls_scores"]) == 4 * 2 + 2  # 2 t-SNE seeds; frozen
+    assert len([p for p in alone if p.parts[0] == "sls_truncated"]) == 4  # one kept depth per unit
     assert all(_same(pooled[p], alone[p]) for p in alone)
     with cache.lookup_only():
         for work in study.plan(cfg):
@@ -399,6 +430,8 @@ def test_claims_follow_the_designed_effects(sls_ahead):
     if sls_ahead:  # a handful of flipped answers in 400: within the 2-point margin
         assert verdict["2.accuracy"] == "reproduced"
         assert abs(results["2.accuracy"].effect) <= 1
+    else:  # the swapped arm loses 8 to 12 points: more than the margin
+        assert verdict["2.accuracy"] == "contradicted" and results["2.accuracy"].kind == "non-inferiority"
     comparisons = study.compare(cfg, table, correct)
     assert set(comparisons.comparison) == {"sls_vs_full", "sls_vs_depgraph"}
     assert (comparisons.ci_low_pp <= comparisons.effect_pp).all()
