@@ -703,6 +703,17 @@ def _vp(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame.method == "ilm"]
 
 
+def budget_gap_changes(cfg: Config, vp_pairs: pd.DataFrame) -> pd.DataFrame:
+    """Claim 2b's units: per sparse model, target and seed, the ILM gap at the smallest budget
+    minus the one at the largest (``change``, points); empty with a single budget."""
+    lo_n, hi_n = min(cfg.shots), max(cfg.shots)
+    by_n = vp_pairs.pivot_table(index=["family", "sparsity", "target", "seed"], columns="shots", values="gap")
+    if lo_n == hi_n or not {lo_n, hi_n} <= set(by_n.columns):
+        return pd.DataFrame(columns=["family", "sparsity", "target", "seed", "change"])
+    b = by_n[[lo_n, hi_n]].dropna().reset_index()
+    return b.assign(change=b[lo_n] - b[hi_n])[["family", "sparsity", "target", "seed", "change"]]
+
+
 def decide(cfg: Config, runs: pd.DataFrame) -> list[claims.ClaimResult]:
     """The claims a run can test, decided on its units (see the page for the designs).
 
@@ -728,12 +739,9 @@ def decide(cfg: Config, runs: pd.DataFrame) -> list[claims.ClaimResult]:
             out.append(claims.directional(CLAIMS["2a"], (b.ilm - b.lp).to_numpy(),
                                           cluster=_cells(b, ["target", "shots", "seed"])))
         vp = _vp(sparse)
-        lo_n, hi_n = min(cfg.shots), max(cfg.shots)
-        by_n = vp.pivot_table(index=["family", "sparsity", "target", "seed"], columns="shots", values="gap")
-        if lo_n != hi_n and {lo_n, hi_n} <= set(by_n.columns):
-            b = by_n[[lo_n, hi_n]].dropna().reset_index()
-            out.append(claims.directional(CLAIMS["2b"], (b[lo_n] - b[hi_n]).to_numpy(),
-                                          cluster=_cells(b, ["target", "seed"])))
+        b = budget_gap_changes(cfg, vp)
+        if len(b):
+            out.append(claims.directional(CLAIMS["2b"], b.change.to_numpy(), cluster=_cells(b, ["target", "seed"])))
         by_s = vp.pivot_table(index=["family", "target", "shots"], columns="sparsity", values="gap")
         if by_s.shape[1] >= 2:
             lo_s, hi_s = by_s.columns.min(), by_s.columns.max()

@@ -593,7 +593,7 @@ class Work:
 
 def plan(cfg: Config) -> list[Work]:
     first = cfg.petl_methods[0]
-    # a retraining runs about two thirds of the blocks for retrain_epochs (measured: 0.6 to 0.8)
+    # a retraining runs the kept blocks (half to most of them on the cpu targets) for retrain_epochs
     retrain = 0.7 * cfg.retrain_epochs / cfg.petl_epochs
     return [Work(t, m, s, tsne_seed, perplexity, i == 0, i == 0 and cfg.depgraph and m == first,
                  i == 0 and m == first and s == cfg.petl_seeds[first][0], retrain)
