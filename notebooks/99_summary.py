@@ -53,8 +53,8 @@ glue("summary_table", summary.summary_table(found, cfg, summary.INTRO_ROOT), dis
 # ## The claims of each chapter
 #
 # With the paper's own evidence, the interval's method, and notes: the margin of an
-# equivalence claim, the minimum detectable effect of an inconclusive one, the reason a claim
-# is not testable.
+# equivalence claim, the bound of a non-inferiority one ("no worse than"), the minimum
+# detectable effect of an inconclusive one, the reason a claim is not testable.
 
 # %%
 for notebook in summary.notebooks_with_claims(found):
