@@ -222,7 +222,7 @@ display(pd.Series(results.cpu_seconds, name="CPU seconds").round().astype(int).t
 # %%
 display(claims.claims_table(results.claims))
 claims.glue_claims(results.claims)
-vp_pairs = hidden_cost.pairs(runs).query("compression == 'sparse' and method == 'ilm'")
+vp_pairs = results.pairs.query("compression == 'sparse' and method == 'ilm'")
 by_target = hidden_cost.budget_gap_changes(cfg, vp_pairs).groupby("target").change.mean()
 glue("gap_change_targets", len(by_target), display=False)
 glue("gap_change_negative", int((by_target < 0).sum()), display=False)

@@ -140,16 +140,16 @@ plots.publish(fig, cfg.figures_dir / "premise.png", "premise_figure")
 # ## Accuracy: full PETL, SLS and DepGraph
 #
 # Test accuracy at α, mean over the PETL seeds; both pruned models have their head re-fitted on
-# their own features of the training images, then adapters and head retrained. Differences are paired over the test images, with
-# a 95 % bootstrap interval over those images (it covers the test sample, not the training
-# seed).
+# their own features of the training images, then adapters and head retrained. Differences
+# are paired over the test images, with a 95 % bootstrap interval over those images (it covers
+# the test sample, not the training seed).
 
 # %%
-summary = study.rounded(study.summary_table(cfg, results.models, results.depths))
+measured = study.summary_table(cfg, results.models, results.depths)
+summary = study.rounded(measured)
 display(summary[study.ACCURACY_COLUMNS])
 glue("summary_table", summary[study.ACCURACY_COLUMNS], display=False)
-gains = study.retrain_gains(cfg, results.models, results.depths)
-claims_engine.glue_values(gains, prefix="retrain_gain_")
+claims_engine.glue_values(study.retrain_gains(cfg, measured), prefix="retrain_gain_")
 comparisons = results.comparisons
 fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(comparisons) + 1))
 labels = [f"{r.comparison} · {r.target} · {r.method}" for r in comparisons.itertuples()]

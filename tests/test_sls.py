@@ -237,6 +237,19 @@ def test_retraining_after_the_cut_trains_only_adapters_and_head(petl_vit):
     assert set(accuracies) == {"accuracy", "accuracy_refit", "accuracy_before_refit"}
 
 
+def test_retrain_gains_average_the_first_methods_cut_arms_only():
+    cfg = config.load_config("cpu", "03_sls", "main")
+    rows = [("a", "convpass", "full", 12, 80.0, float("nan")), ("a", "convpass", "sls", 8, 79.0, 77.0),
+            ("a", "convpass", "depgraph", 8, 75.0, 70.0), ("b", "convpass", "sls", 6, 90.0, 89.0),
+            ("b", "convpass", "depgraph", 6, 85.0, 82.0), ("c", "convpass", "sls", 12, 50.0, 40.0),
+            ("a", "adapter", "sls", 8, 99.0, 10.0)]
+    summary = pd.DataFrame(rows, columns=["target", "method", "arm", "depth", "accuracy (%)",
+                                          "head re-fit only (%)"]).set_index(["target", "method", "arm"])
+    gains = study.retrain_gains(cfg, summary)
+    assert list(gains.index) == ["sls", "depgraph"]
+    assert gains["sls"] == pytest.approx(1.5) and gains["depgraph"] == pytest.approx(4.0)
+
+
 @pytest.mark.parametrize("depth", [0, 7, -1])
 def test_layer_index_beyond_depth_is_a_config_error(petl_vit, depth):
     with pytest.raises(ConfigError, match="beyond the model's depth; valid: 1..6"):

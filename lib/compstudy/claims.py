@@ -521,8 +521,8 @@ def claims_table(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     """A claims table for a page, one row per claim (index: claim id).
 
     The effect reads ``+1.2 [0.4, 2.0]`` (``digits`` decimals; rank correlations always 2).
-    ``note`` states the margin of an equivalence claim, the bound of a non-inferiority one, the MDE of an inconclusive one, and the
-    reason of one that is not testable.
+    ``note`` states the margin of an equivalence claim, the bound of a non-inferiority one, the
+    MDE of an inconclusive one, and the reason of one that is not testable.
     """
     rows = []
     for r in frame.itertuples(index=False):

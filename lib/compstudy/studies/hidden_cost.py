@@ -741,7 +741,8 @@ def decide(cfg: Config, runs: pd.DataFrame) -> list[claims.ClaimResult]:
         vp = _vp(sparse)
         b = budget_gap_changes(cfg, vp)
         if len(b):
-            out.append(claims.directional(CLAIMS["2b"], b.change.to_numpy(), cluster=_cells(b, ["target", "seed"])))
+            out.append(claims.directional(CLAIMS["2b"], b.change.to_numpy(),
+                                          cluster=_cells(b, ["target", "seed"])))
         by_s = vp.pivot_table(index=["family", "target", "shots"], columns="sparsity", values="gap")
         if by_s.shape[1] >= 2:
             lo_s, hi_s = by_s.columns.min(), by_s.columns.max()

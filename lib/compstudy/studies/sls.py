@@ -363,8 +363,8 @@ def retrain(cfg: Config, unit: Unit, model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
-def _retrain_inputs(cfg: Config) -> dict | None:
-    settings = retrain_settings(cfg)
+def _retrain_inputs(cfg: Config, settings: FitSettings | None) -> dict | None:
+    """The cache key of a retraining (``settings``, None when there is none)."""
     return None if settings is None else asdict(settings) | {"batch_size": cfg.batch_size}
 
 
@@ -383,8 +383,7 @@ def sls_model(cfg: Config, unit: Unit, depth: int) -> tuple[torch.nn.Module, dic
         return {"state": petl.task_state(model), "logits_before": before, "logits_refit": refit,
                 "logits": refit if settings is None else _test_logits(model, unit.test_set)}
 
-    inputs = {"features": unit.inputs, "depth": depth,
-              "retrain": None if settings is None else _retrain_inputs(cfg)}
+    inputs = {"features": unit.inputs, "depth": depth, "retrain": _retrain_inputs(cfg, settings)}
     payload = cache.cached("sls_truncated", inputs, [sls.fit_head, sls.truncate, petl.fit_petl], build)
     return petl.load_task_state(sls.truncate(unit.model, depth), payload["state"]), payload
 
@@ -412,7 +411,7 @@ def depgraph_model(cfg: Config, unit: Unit, depth: int) -> tuple[torch.nn.Module
                 "logits": refit if settings is None else _test_logits(pruned, unit.test_set)}
 
     inputs = {"features": unit.inputs, "removed": removed, "taylor_batches": cfg.taylor_batches,
-              "taylor_batch_size": cfg.taylor_batch_size, "retrain": _retrain_inputs(cfg)}
+              "taylor_batch_size": cfg.taylor_batch_size, "retrain": _retrain_inputs(cfg, settings)}
     payload = cache.cached("sls_depgraph", inputs,
                            [depgraph.prune_to_removed, sls.fit_head, features.extract_features, petl.fit_petl],
                            build)
@@ -817,10 +816,10 @@ def summary_table(cfg: Config, models_frame: pd.DataFrame, depth_table: pd.DataF
                          **{name: table[column] for name, column in speeds.items()}})
 
 
-def retrain_gains(cfg: Config, models_frame: pd.DataFrame, depth_table: pd.DataFrame) -> pd.Series:
+def retrain_gains(cfg: Config, summary: pd.DataFrame) -> pd.Series:
     """Per pruned arm (``sls``, ``depgraph``): the accuracy points retraining adds over the head
-    re-fit, mean over the first method's truncated units at cfg.alpha."""
-    table = summary_table(cfg, models_frame, depth_table).reset_index()
+    re-fit, mean over the first method's truncated targets of ``summary`` (``summary_table``)."""
+    table = summary.reset_index()
     cut = table[(table.method == cfg.petl_methods[0]) & table.arm.isin(["sls", "depgraph"])
                 & (table.depth < model_depth(cfg.model))]
     gain = cut["accuracy (%)"] - cut["head re-fit only (%)"]
