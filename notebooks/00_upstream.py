@@ -26,7 +26,7 @@ profile = "cpu"  # smoke | cpu | paper (set by the runner)
 run = "main"  # name of the config file (set by the runner)
 seed = 0
 upstream_models = ["efficientnet_lite0", "deit_tiny"]
-resolutions = {"efficientnet_lite0": [48, 64], "deit_tiny": [64, 96]}  # candidate input sides (px)
+resolutions = {"efficientnet_lite0": [48, 64], "deit_tiny": [64, 96, 128, 160]}  # candidate input sides (px)
 targets = ["cifar10", "fashion_mnist", "mnist", "digits", "near", "middle", "far"]
 synthetic_per_class = 100  # images generated per class and split for the synthetic targets
 probe_train_per_class = 30  # training images per class of each linear probe
@@ -122,6 +122,13 @@ plots.publish(grid.figure, cfg.figures_dir / "probes.png", "probes_figure")
 table = gains.pivot_table(index=["model", "resolution"], columns="target",
                           values=["imagenet", "random"]).round(3)
 display(table)
+train_speed = results.costs.set_index(["model", "resolution"]).train_img_s
+gain_table = (100 * gains.pivot_table(index=["model", "resolution"], columns="target", values="gain")
+              )[cfg.targets].round(1).rename(columns=lambda t: f"gain on {t} (points)")
+gain_table["training time per image (x smallest side)"] = (
+    train_speed.groupby("model").transform("max") / train_speed).round(1)
+display(gain_table)
+glue("gain_table", gain_table, display=False)
 
 # %% [markdown]
 # ## How far is each target from ImageNet?

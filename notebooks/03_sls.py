@@ -26,12 +26,12 @@ run = "main"  # name of the config file (set by the runner)
 seed = 0  # draws the test images and generates the synthetic sets
 model = "deit_tiny"  # an upstream ViT (notebook 00)
 resolution = 96  # input side (px); notebook 00 must measure the same
-targets = ["cifar10", "fashion_mnist", "mnist", "digits", "middle", "far"]
+targets = ["cifar10", "fashion_mnist", "mnist", "digits", "near", "middle", "far"]
 natural_targets = ["cifar10"]  # in-domain for ImageNet (claim 3)
-synthetic_per_class = 100  # images generated per class and split (middle, far)
+synthetic_per_class = 100  # images generated per class and split (near, middle, far)
 train_per_class = 50  # per PETL seed: PETL training, t-SNE, probes, head re-fits and retraining
 test_per_class = {"cifar10": 100, "fashion_mnist": 100, "mnist": -1, "digits": -1,
-                  "middle": 100, "far": 100}  # -1: the whole test split
+                  "near": 100, "middle": 100, "far": 100}  # -1: the whole test split
 petl_methods = ["convpass", "adapter"]  # the first is compared with DepGraph
 petl_seeds = {"convpass": [0], "adapter": [0]}  # each: training draw, init, order, Taylor batches
 petl_scale = 1.0  # adapter scale s
