@@ -231,8 +231,9 @@ def test_retraining_after_the_cut_trains_only_adapters_and_head(petl_vit):
     head_only = study.sls_model(dataclasses.replace(cfg, retrain_epochs=0), unit, 3)[1]
     assert torch.equal(head_only["logits"], head_only["logits_refit"])
     assert torch.equal(head_only["logits_refit"], payload["logits_refit"])  # the same first step
-    uncut = study.sls_model(cfg, unit, len(petl_vit.blocks))[1]  # nothing cut: nothing retrained
-    assert torch.equal(uncut["logits"], uncut["logits_refit"])
+    uncut_model, uncut = study.sls_model(cfg, unit, len(petl_vit.blocks))  # nothing cut: the PETL model
+    assert uncut_model is petl_vit
+    assert all(np.array_equal(np.asarray(logits), unit.test.logits) for logits in uncut.values())
     accuracies = study._stage_accuracies(payload, unit.test.labels)
     assert set(accuracies) == {"accuracy", "accuracy_refit", "accuracy_before_refit"}
 
@@ -301,8 +302,8 @@ def test_depgraph_with_nothing_to_remove_returns_the_model(petl_vit):
     ({"petl_methods": ["lora"]}, "unknown petl_methods value 'lora'; valid choices: convpass, adapter"),
     ({"petl_seeds": {"convpass": [0]}}, "petl_seeds must give a non-empty list of seeds"),
     ({"test_per_class": {"cifar10": 100}}, "test_per_class must give one entry per target"),
-    ({"test_per_class": {"cifar10": 100, "fashion_mnist": 100, "mnist": -1, "digits": -1, "middle": 500,
-                         "far": 100}}, "test_per_class['middle'] must be -1 (the whole split) or 1..100"),
+    ({"test_per_class": {"cifar10": 100, "fashion_mnist": 100, "mnist": -1, "digits": -1, "near": 100,
+                         "middle": 500, "far": 100}}, "test_per_class['middle'] must be -1 (the whole split) or 1..100"),
     ({"natural_targets": ["svhn"]}, "unknown natural_targets value 'svhn'"),
     ({"resolution": 100}, "multiple of the ViT's 16-px patch"),
     ({"resolution": 112}, "notebook 00 (cpu) measures no distances for deit_tiny at 112 px"),
@@ -364,7 +365,8 @@ def test_workers_fill_the_caches_bit_for_bit_as_one_process_and_leave_nothing_mi
     assert {p.parts[0] for p in alone} >= {"sls_petl", "sls_features", "sls_scores", "sls_probes"}
     assert len([p for p in alone if p.parts[0] == "sls_petl"]) == 4  # 2 targets x 2 methods
     assert len([p for p in alone if p.parts[0] == "sls_scores"]) == 4 * 2 + 2  # 2 t-SNE seeds; frozen
-    assert len([p for p in alone if p.parts[0] == "sls_truncated"]) == 4  # one kept depth per unit
+    # the smoke units keep every block, and an uncut model is the PETL model itself: nothing to cache
+    assert not [p for p in alone if p.parts[0] == "sls_truncated"]
     assert all(_same(pooled[p], alone[p]) for p in alone)
     with cache.lookup_only():
         for work in study.plan(cfg):
@@ -449,6 +451,21 @@ def test_claims_follow_the_designed_effects(sls_ahead):
     assert set(comparisons.comparison) == {"sls_vs_full", "sls_vs_depgraph"}
     assert (comparisons.ci_low_pp <= comparisons.effect_pp).all()
     assert (comparisons.effect_pp <= comparisons.ci_high_pp).all()
+
+
+def test_truncation_claim_counts_only_the_targets_sls_cut():
+    cfg, layers, table, frame, correct = _claim_inputs(True)
+
+    def claim_2(depth_table):
+        results = study.test_claims(cfg, layers, depth_table, frame, correct, pd.Series(dtype=float))
+        return next(r for r in results if r.claim.id == "2.accuracy")
+
+    cut_everywhere = claim_2(table)
+    uncut_far = table.assign(depth=table.depth.where(table.target != "far", 12))
+    correct["far", "convpass", 0, "sls", 12] = ~correct["far", "convpass", 0, "full", 12]  # all wrong
+    far_left_out = claim_2(uncut_far)
+    assert (cut_everywhere.n, far_left_out.n) == (4, 3)
+    assert far_left_out.verdict == "reproduced" and abs(far_left_out.effect) <= 1
 
 
 # ----------------------------------------------------------------------------- figures
