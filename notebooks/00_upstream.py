@@ -124,9 +124,10 @@ table = gains.pivot_table(index=["model", "resolution"], columns="target",
 display(table)
 train_speed = results.costs.set_index(["model", "resolution"]).train_img_s
 gain_table = (100 * gains.pivot_table(index=["model", "resolution"], columns="target", values="gain")
-              )[cfg.targets].round(1).rename(columns=lambda t: f"gain on {t} (points)")
-gain_table["training time per image (x smallest side)"] = (
+              )[cfg.targets].round(1)
+gain_table["training cost (x)"] = (
     train_speed.groupby("model").transform("max") / train_speed).round(1)
+gain_table.columns.name = None
 display(gain_table)
 glue("gain_table", gain_table, display=False)
 

@@ -150,11 +150,15 @@ def wall_time(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+WALL_TIME_ROW = "wall time of the last execution (cached work skipped)"
+
+
 def what_ran_table(found: Collected, notebook: str) -> pd.DataFrame:
-    """One column per run of ``notebook``: profile, the recorded scale, the wall time and the
-    host's reference time (``scale.host_reference_seconds``), which makes wall times from
-    different hosts comparable."""
-    rows = ["profile", *(_FIELD_NAMES.get(f, f) for f in scale.FIELDS), "wall time",
+    """One column per run of ``notebook``: profile, the recorded scale, the wall time of its last
+    execution (which skips work found in the cache, so it is the cold cost only after an empty
+    cache) and the host's reference time (``scale.host_reference_seconds``), which makes wall
+    times from different hosts comparable."""
+    rows = ["profile", *(_FIELD_NAMES.get(f, f) for f in scale.FIELDS), WALL_TIME_ROW,
             "host reference"]
     columns = {}
     for run, recorded in found.scales.get(notebook, {}).items():
