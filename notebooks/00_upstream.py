@@ -116,8 +116,8 @@ glue("probe_train_per_class", cfg.probe_train_per_class, display=False)
 glue("probe_test_per_class", cfg.probe_test_per_class, display=False)
 grid = sns.catplot(data=results.probes, x="resolution", y="probe_accuracy", hue="init",
                    col="target", row="model", kind="point", height=2.0, aspect=0.9,
-                   col_order=cfg.targets, sharex=False)
-grid.set_titles("{row_name} · {col_name}")
+                   col_order=cfg.targets, sharex=False, margin_titles=True)
+grid.set_titles(row_template="{row_name}", col_template="{col_name}")
 plots.publish(grid.figure, cfg.figures_dir / "probes.png", "probes_figure")
 table = gains.pivot_table(index=["model", "resolution"], columns="target",
                           values=["imagenet", "random"]).round(3)
