@@ -122,12 +122,7 @@ plots.publish(grid.figure, cfg.figures_dir / "probes.png", "probes_figure")
 table = gains.pivot_table(index=["model", "resolution"], columns="target",
                           values=["imagenet", "random"]).round(3)
 display(table)
-train_speed = results.costs.set_index(["model", "resolution"]).train_img_s
-gain_table = (100 * gains.pivot_table(index=["model", "resolution"], columns="target", values="gain")
-              )[cfg.targets].round(1)
-gain_table["training cost (x)"] = (
-    train_speed.groupby("model").transform("max") / train_speed).round(1)
-gain_table.columns.name = None
+gain_table = upstream.gain_table(gains, results.costs, cfg.targets)
 display(gain_table)
 glue("gain_table", gain_table, display=False)
 

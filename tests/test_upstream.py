@@ -63,3 +63,24 @@ def test_unknown_upstream_model_and_bad_resolution():
         models.upstream_model("resnet9")
     with pytest.raises(ConfigError, match="resolution"):
         models.upstream_model("efficientnet_lite0", 8)
+
+
+def test_gain_table_gives_points_per_target_and_the_cost_against_the_smallest_side():
+    import pandas as pd
+
+    from compstudy.studies import upstream as study
+
+    probes = pd.DataFrame([
+        {"model": m, "resolution": r, "init": init, "target": t, "probe_accuracy": acc}
+        for m, r, t, init, acc in [
+            ("vit", 64, "a", "imagenet", 0.50), ("vit", 64, "a", "random", 0.40),
+            ("vit", 64, "b", "imagenet", 0.90), ("vit", 64, "b", "random", 0.85),
+            ("vit", 96, "a", "imagenet", 0.70), ("vit", 96, "a", "random", 0.40),
+            ("vit", 96, "b", "imagenet", 0.95), ("vit", 96, "b", "random", 0.80)]])
+    # the larger side happens to train faster on a noisy host: the cost stays against the smallest
+    costs = pd.DataFrame([{"model": "vit", "resolution": 96, "train_img_s": 25.0},
+                          {"model": "vit", "resolution": 64, "train_img_s": 20.0}])
+    table = study.gain_table(study.probe_gains(probes), costs, ["b", "a"])
+    assert list(table.columns) == ["b", "a", "training cost (x)"]
+    assert table.loc[("vit", 64)].tolist() == [5.0, 10.0, 1.0]
+    assert table.loc[("vit", 96)].tolist() == [15.0, 30.0, 0.8]

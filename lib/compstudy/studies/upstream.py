@@ -214,6 +214,18 @@ def probe_gains(probes: pd.DataFrame) -> pd.DataFrame:
     return wide.assign(gain=wide.imagenet - wide.random)
 
 
+def gain_table(gains: pd.DataFrame, costs: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
+    """Per (model, resolution): the probe gain on each target in points (:func:`probe_gains`)
+    and ``training cost (x)``, a training step's cost per image as a multiple of its cost at the
+    model's smallest side: what a chapter pays for the gain of a larger input."""
+    table = 100 * gains.pivot_table(index=["model", "resolution"], columns="target", values="gain")[targets]
+    train_speed = costs.set_index(["model", "resolution"]).train_img_s
+    at_smallest = train_speed.groupby("model").transform(lambda speeds: speeds.sort_index().iloc[0])
+    table["training cost (x)"] = at_smallest / train_speed
+    table.columns.name = None
+    return table.round(1)
+
+
 def distances(probes: pd.DataFrame) -> pd.DataFrame:
     """Each target's distance from ImageNet as the ImageNet head sees it, per model and
     resolution: 1 - :func:`imagenet_spread` of its test images (ImageNet weights only)."""
