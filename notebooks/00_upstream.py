@@ -125,6 +125,7 @@ display(table)
 gain_table = upstream.gain_table(gains, results.costs, cfg.targets)
 display(gain_table)
 glue("gain_table", gain_table, display=False)
+plots.publish(upstream.gain_figure(gains, cfg.targets), cfg.figures_dir / "gains.png", "gain_figure")
 
 # %% [markdown]
 # ## How far is each target from ImageNet?

@@ -169,6 +169,36 @@ def test_correlation_verdicts_follow_the_sign_of_rho():
     assert perfect.effect == 1.0 and perfect.ci_high == 1.0 and perfect.ci_low < 0.9
 
 
+def test_pooled_correlations_stay_inside_minus_one_to_one_and_are_judged_on_fishers_z():
+    raw = C.Claim("5.raw", "Raw and t-SNE silhouettes rank blocks alike.", "rho > 0", "tab-tsne")
+    rhos = [0.99, 0.97, 0.95, 0.60, 0.98, 0.99, 0.93]  # a t-interval on these rhos passes 1
+    assert C.t_interval(rhos).ci_high > 1
+    pooled = C.pooled_correlation(raw, rhos, pairs=12)
+    z = np.arctanh(rhos)
+    half = stats.t.ppf(0.975, len(z) - 1) * z.std(ddof=1) / math.sqrt(len(z))
+    assert pooled.verdict == C.REPRODUCED and pooled.n == 7
+    assert (pooled.effect, pooled.ci_low, pooled.ci_high) == pytest.approx(
+        (math.tanh(z.mean()), math.tanh(z.mean() - half), math.tanh(z.mean() + half)))
+    assert -1 < pooled.ci_low < pooled.effect < pooled.ci_high < 1
+    assert pooled.method == "t-interval on Fisher z, back to rho"
+    perfect = C.pooled_correlation(raw, [1.0, 1.0, 0.9], pairs=12)  # +-1 is one swap away, not infinite
+    assert math.isfinite(perfect.ci_high) and perfect.ci_high < 1
+    mixed = C.pooled_correlation(raw, [0.5, -0.4, 0.3, -0.2], pairs=12)
+    assert mixed.verdict == C.INCONCLUSIVE and 0 < mixed.mde < 1
+    assert C.pooled_correlation(raw, [-0.9, -0.8, -0.95], pairs=12).verdict == C.CONTRADICTED
+    assert C.pooled_correlation(raw, [0.9], pairs=12).verdict == C.NOT_TESTABLE
+
+
+def test_difference_of_two_proportions_matches_newcombes_worked_example():
+    # Newcombe (Stat. Med. 1998), Table II, example (a): 56/70 - 48/80, method 10
+    interval = C.proportion_difference_ci(56 / 70, 70, 48 / 80, 80)
+    assert interval.effect == pytest.approx(0.2)
+    assert (interval.ci_low, interval.ci_high) == pytest.approx((0.0524, 0.3339), abs=5e-5)
+    assert C.wilson_interval(0.0, 10)[0] == pytest.approx(0.0, abs=1e-12)  # stays inside [0, 1]
+    with pytest.raises(ValueError, match="at least one trial"):
+        C.proportion_difference_ci(0.5, 0, 0.5, 10)
+
+
 def test_same_seed_same_interval():
     d = normal(0.5, 1.0, 25)
     assert C.paired_bootstrap(d, seed=3) == C.paired_bootstrap(d, seed=3)

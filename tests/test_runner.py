@@ -9,7 +9,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from compstudy import cache, config, paths, runner
+from compstudy import cache, config, paths, runner, scale
 from compstudy.errors import ConfigError
 
 from conftest import PYTHON, copy_study, study_env
@@ -81,6 +81,9 @@ def test_skip_rerun_on_config_change_and_resume_after_interruption(toy_study, mo
     assert not list(out.parent.glob("_tmp_*"))
     before = rows(toy_study)
     assert list(before.unit) == [0, 1]
+    results_dir = toy_study / "results" / "smoke" / "00_toy" / "main"
+    stopped = scale.read_scale(results_dir)
+    assert stopped["executions"] == 1 and stopped["total_seconds"] > 0 and "seconds" not in stopped
 
     monkeypatch.delenv("TOY_FAIL_AT")
     assert runner.run("00_toy", "main", "smoke") is True
@@ -88,6 +91,9 @@ def test_skip_rerun_on_config_change_and_resume_after_interruption(toy_study, mo
     assert list(after.unit) == [0, 1, 2, 3]  # nothing lost, nothing duplicated
     assert list(after.pid[:2]) == list(before.pid)  # finished rows were not recomputed
     assert after.pid[2] != before.pid[0]
+    timed = scale.read_scale(results_dir)  # the interrupted execution's time still counts
+    assert timed["executions"] == 2
+    assert timed["total_seconds"] == pytest.approx(stopped["total_seconds"] + timed["seconds"], abs=0.11)
 
 
 @pytest.mark.slow

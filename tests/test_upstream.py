@@ -71,7 +71,7 @@ def test_gain_table_gives_points_per_target_and_the_cost_against_the_smallest_si
     from compstudy.studies import upstream as study
 
     probes = pd.DataFrame([
-        {"model": m, "resolution": r, "init": init, "target": t, "probe_accuracy": acc}
+        {"model": m, "resolution": r, "init": init, "target": t, "probe_accuracy": acc, "test_images": 300}
         for m, r, t, init, acc in [
             ("vit", 64, "a", "imagenet", 0.50), ("vit", 64, "a", "random", 0.40),
             ("vit", 64, "b", "imagenet", 0.90), ("vit", 64, "b", "random", 0.85),
@@ -80,7 +80,11 @@ def test_gain_table_gives_points_per_target_and_the_cost_against_the_smallest_si
     # the larger side happens to train faster on a noisy host: the cost stays against the smallest
     costs = pd.DataFrame([{"model": "vit", "resolution": 96, "train_img_s": 25.0},
                           {"model": "vit", "resolution": 64, "train_img_s": 20.0}])
-    table = study.gain_table(study.probe_gains(probes), costs, ["b", "a"])
+    gains = study.probe_gains(probes)
+    gap = gains.set_index(["model", "resolution", "target"]).loc[("vit", 96, "a")]
+    assert gap.gain == pytest.approx(0.3) and gap.gain_low < 0.3 < gap.gain_high
+    assert gap.gain_high - gap.gain_low == pytest.approx(0.15, abs=0.02)  # two Wilson intervals on 300 images
+    table = study.gain_table(gains, costs, ["b", "a"])
     assert list(table.columns) == ["b", "a", "training cost (x)"]
     assert table.loc[("vit", 64)].tolist() == [5.0, 10.0, 1.0]
     assert table.loc[("vit", 96)].tolist() == [15.0, 30.0, 0.8]

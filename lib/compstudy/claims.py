@@ -318,6 +318,26 @@ def spearman_ci(x: Sequence[float], y: Sequence[float], method: str = "auto",
                      "bootstrap")
 
 
+def wilson_interval(p: float, n: int) -> tuple[float, float]:
+    """Wilson's score interval of a proportion ``p`` observed on ``n`` trials."""
+    z = stats.norm.ppf(0.5 + LEVEL / 2)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def proportion_difference_ci(p1: float, n1: int, p2: float, n2: int) -> Interval:
+    """``p1 - p2`` with Newcombe's hybrid score interval (Stat. Med. 1998, method 10), built
+    from each proportion's Wilson interval. It assumes independent samples; for two models
+    scored on the same test images it is conservative when their errors agree."""
+    if min(n1, n2) < 1 or not (0 <= p1 <= 1 and 0 <= p2 <= 1):
+        raise ValueError(f"need proportions in [0, 1] on at least one trial, got {p1}/{n1}, {p2}/{n2}")
+    (l1, u1), (l2, u2) = wilson_interval(p1, n1), wilson_interval(p2, n2)
+    d = p1 - p2
+    return Interval(d, d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2), min(n1, n2),
+                    "Newcombe hybrid score")
+
+
 # ----------------------------------------------------------------------------- verdicts
 
 
@@ -334,11 +354,6 @@ def mde(ci_low: float, ci_high: float, df: float = math.inf) -> float:
     q_level = stats.t.ppf(0.5 + LEVEL / 2, df)
     q_power = stats.t.ppf(POWER, df)
     return float((q_level + q_power) * (ci_high - ci_low) / 2 / q_level)
-
-
-def _rho_mde(ci_low: float, ci_high: float, n: int) -> float:
-    """MDE of a rank correlation, found on Fisher's z scale (where rho's SE is even)."""
-    return math.tanh(mde(_fisher_z(ci_low, n), _fisher_z(ci_high, n)))
 
 
 def _directional_verdict(claim: Claim, low: float, high: float) -> str:
@@ -375,7 +390,9 @@ def _non_inferiority_verdict(claim: Claim, low: float, high: float, margin: floa
 
 
 def _result(claim: Claim, kind: str, interval: Interval, margin: float | None = None,
-            rho_scale: bool = False) -> ClaimResult:
+            z_bounds: tuple[float, float] | None = None) -> ClaimResult:
+    """The verdict of ``interval``; a correlation passes its CI on Fisher's z scale as
+    ``z_bounds``, where its MDE is found (rho's SE is even there) and stated as a rho."""
     if kind in ("equivalence", "non-inferiority"):
         if margin is None or not margin > 0:
             raise ValueError(f"claim {claim.id}: the {kind} margin must be > 0, got {margin}")
@@ -389,7 +406,7 @@ def _result(claim: Claim, kind: str, interval: Interval, margin: float | None = 
         verdict = _directional_verdict(claim, low, high)
     detectable = None
     if verdict == INCONCLUSIVE:
-        detectable = (_rho_mde(interval.ci_low, interval.ci_high, interval.n) if rho_scale
+        detectable = (math.tanh(mde(*z_bounds, interval.df)) if z_bounds is not None
                       else mde(interval.ci_low, interval.ci_high, interval.df))
     return ClaimResult(claim, verdict, kind, float(interval.effect), float(interval.ci_low),
                        float(interval.ci_high), int(interval.n), interval.method,
@@ -458,7 +475,26 @@ def correlation(claim: Claim, x: Sequence[float], y: Sequence[float], method: st
     tiny = _too_few(claim, len(x), 4)
     if tiny is not None:
         return tiny
-    return _result(claim, "correlation", spearman_ci(x, y, method, n_boot, seed), rho_scale=True)
+    interval = spearman_ci(x, y, method, n_boot, seed)
+    return _result(claim, "correlation", interval,
+                   z_bounds=(_fisher_z(interval.ci_low, interval.n), _fisher_z(interval.ci_high, interval.n)))
+
+
+def pooled_correlation(claim: Claim, rhos: Sequence[float], pairs: int) -> ClaimResult:
+    """Test the sign of rank correlations measured on several units (e.g. one per target, each
+    over ``pairs`` blocks), pooled on Fisher's z scale.
+
+    The t-interval of the units' z values is taken back to rho, so that the effect and its CI
+    stay inside (-1, 1), as a t-interval on the rhos themselves does not near |rho| = 1. The
+    effect is the rho of the mean z.
+    """
+    tiny = _too_few(claim, len(rhos), 2)
+    if tiny is not None:
+        return tiny
+    z = t_interval([_fisher_z(r, pairs) for r in rhos])
+    interval = Interval(math.tanh(z.effect), math.tanh(z.ci_low), math.tanh(z.ci_high), z.n,
+                        "t-interval on Fisher z, back to rho", z.df)
+    return _result(claim, "directional", interval, z_bounds=(z.ci_low, z.ci_high))
 
 
 def judge(claim: Claim, interval: Interval, margin: float | None = None) -> ClaimResult:

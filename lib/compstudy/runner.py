@@ -277,12 +277,12 @@ def run(notebook: str, run_name: str, profile: str, force: bool = False,
             cwd=None if kernel is not None else str(paths.REPO_ROOT),  # a shared kernel started there
             progress_bar=False, config=_kernel_config(), km=kernel)
     except papermill.PapermillExecutionError as error:
-        tmp.unlink(missing_ok=True)
+        _stopped(cfg.results_dir, tmp, start, host_reference)
         if error.ename == "ConfigError":
             raise ConfigError(error.evalue) from None
         raise
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _stopped(cfg.results_dir, tmp, start, host_reference)
         raise
     seconds = time.perf_counter() - start
     _number_cells_from_one(executed)
@@ -295,6 +295,13 @@ def run(notebook: str, run_name: str, profile: str, force: bool = False,
     scale.record_wall_time(cfg.results_dir, seconds, host_reference)
     print(f"[done] {notebook}/{run_name} ({profile}) in {seconds:.0f} s", flush=True)
     return True
+
+
+def _stopped(results_dir: Path, tmp: Path, start: float, host_reference: float) -> None:
+    """An execution that failed or was interrupted: no page, but its time counts towards the
+    rows it finished (``scale.record_wall_time``)."""
+    tmp.unlink(missing_ok=True)
+    scale.record_wall_time(results_dir, time.perf_counter() - start, host_reference, finished=False)
 
 
 def schedule(profile: str, notebooks: list[str] | None = None) -> dict[Run, tuple[Run, ...]]:

@@ -11,7 +11,7 @@ once, after its study has run::
                        seeds=cfg.seeds, test_images_per_target=results.test_images)
 
 It writes ``results/<profile>/<nb>/<run>/scale.json``; the runner adds ``wall_time.json``
-beside it when the run finishes. The summary notebook (``99_summary``) reads both for every
+beside it after every execution. The summary notebook (``99_summary``) reads both for every
 run and glues ``what_ran_<nb>``, which the chapter page pastes (see ``book/reproduce.md``).
 
 Hosts of the same size differ in speed (two 2-core machines of this project trained the same
@@ -55,11 +55,22 @@ def record_scale(cfg, *, models: Any, resolution: Any, targets: Any, budgets: An
     atomic_write_text(cfg.results_dir / SCALE_FILE, text + "\n")
 
 
-def record_wall_time(results_dir: Path, seconds: float, host_reference: float) -> None:
-    """Write the wall time of a finished run and its host's ``host_reference_seconds`` (the
-    runner calls this)."""
-    atomic_write_text(Path(results_dir) / WALL_TIME_FILE, json.dumps(
-        {"seconds": round(seconds, 1), "host_reference_s": round(host_reference, 3)}))
+def record_wall_time(results_dir: Path, seconds: float, host_reference: float, finished: bool = True) -> None:
+    """Add one execution of a run to its ``wall_time.json`` (the runner calls this).
+
+    ``seconds`` and ``host_reference_s`` are those of the last execution that finished. A
+    re-execution skips the work its cache holds, so it also keeps ``total_seconds`` and
+    ``executions``: every execution since the results were last reset (a change of the run's
+    config or code), an interrupted one included. Their sum is what these results cost, except
+    for models an earlier run left in the artifact cache.
+    """
+    path = Path(results_dir) / WALL_TIME_FILE
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    recorded["total_seconds"] = round(recorded.get("total_seconds", 0.0) + seconds, 1)
+    recorded["executions"] = recorded.get("executions", 0) + 1
+    if finished:
+        recorded.update(seconds=round(seconds, 1), host_reference_s=round(host_reference, 3))
+    atomic_write_text(path, json.dumps(recorded))
 
 
 _host_reference: list[float] = []

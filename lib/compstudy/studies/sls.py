@@ -937,9 +937,9 @@ def test_claims(cfg: Config, layers: pd.DataFrame, depth_table: pd.DataFrame, mo
     if "depth" in cfg.claims:
         rhos = [claims.spearman_ci(c.index.to_numpy(), c.silhouette.to_numpy(), method="fisher").effect
                 for c in curves.values()]
-        out.append(claims.directional(_claim(
+        out.append(claims.pooled_correlation(_claim(
             "1.rise", "The silhouette rises with depth (Spearman rho of silhouette and block index, "
-            "mean over targets)", "rise", "silhouette-versus-depth figure"), rhos))
+            "pooled over targets)", "rise", "silhouette-versus-depth figure"), rhos, full_depth))
         k = full_depth // 4
         shares = [k / (full_depth - 1) - top_share(curves[t].silhouette.to_numpy()) for t in others if t in curves]
         shares = [s for s in shares if math.isfinite(s)]
@@ -1011,9 +1011,9 @@ def test_claims(cfg: Config, layers: pd.DataFrame, depth_table: pd.DataFrame, mo
             [d for _, d in diff], cfg.depth_margin, cluster=[t for t, _ in diff]))
         rhos = [claims.spearman_ci(c.silhouette.to_numpy(), c.raw_silhouette.to_numpy(), method="fisher").effect
                 for c in curves.values()]
-        out.append(claims.directional(_claim(
+        out.append(claims.pooled_correlation(_claim(
             "5.raw", "The raw features' silhouette ranks blocks as the t-SNE map's does (Spearman "
-            "rho over blocks, mean over targets)", "raw", "t-SNE sensitivity table"), rhos))
+            "rho over blocks, pooled over targets)", "raw", "t-SNE sensitivity table"), rhos, full_depth))
     return out
 
 

@@ -151,21 +151,30 @@ def wall_time(seconds: float) -> str:
 
 
 WALL_TIME_ROW = "wall time of the last execution (cached work skipped)"
+TOTAL_TIME_ROW = "wall time of all executions since the config or code changed"
+
+
+def _total_time(recorded: dict) -> str:
+    total, executions = recorded.get("total_seconds"), recorded.get("executions")
+    if total is None:
+        return "not recorded"
+    return f"{wall_time(total)} ({executions} execution{'s' if executions != 1 else ''})"
 
 
 def what_ran_table(found: Collected, notebook: str) -> pd.DataFrame:
     """One column per run of ``notebook``: profile, the recorded scale, the wall time of its last
-    execution (which skips work found in the cache, so it is the cold cost only after an empty
-    cache) and the host's reference time (``scale.host_reference_seconds``), which makes wall
-    times from different hosts comparable."""
-    rows = ["profile", *(_FIELD_NAMES.get(f, f) for f in scale.FIELDS), WALL_TIME_ROW,
+    execution (which skips work found in the cache), the wall time of every execution since its
+    results were last reset (what the results cost; ``scale.record_wall_time``) and the host's
+    reference time (``scale.host_reference_seconds``), which makes wall times from different
+    hosts comparable."""
+    rows = ["profile", *(_FIELD_NAMES.get(f, f) for f in scale.FIELDS), WALL_TIME_ROW, TOTAL_TIME_ROW,
             "host reference"]
     columns = {}
     for run, recorded in found.scales.get(notebook, {}).items():
         values = [_plain(recorded[f]) if f in recorded else "not recorded" for f in scale.FIELDS]
         seconds, reference = recorded.get("seconds"), recorded.get("host_reference_s")
         columns[run] = [found.profile, *values,
-                        "unfinished" if seconds is None else wall_time(seconds),
+                        "unfinished" if seconds is None else wall_time(seconds), _total_time(recorded),
                         "not recorded" if reference is None else f"{reference:.2f} s"]
     return pd.DataFrame(columns, index=pd.Index(rows, name="what ran"))
 

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from .. import assets, data, metrics, models
+from .. import assets, claims, data, metrics, models
 from ..config import NotebookConfig
 from ..errors import ConfigError
 from ..features import probe_accuracy
@@ -208,10 +208,18 @@ def run(cfg: Config, progress: bool = True) -> Results:
 
 
 def probe_gains(probes: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, resolution, target): ImageNet and random-init probe accuracy and their gap."""
+    """Per (model, resolution, target): ImageNet and random-init probe accuracy, their gap
+    (``gain``) and its 95 % CI (``gain_low``, ``gain_high``; Newcombe's interval over each
+    probe's test images, conservative since both probes see the same images)."""
     wide = probes.pivot_table(index=["model", "resolution", "target"], columns="init",
-                              values="probe_accuracy").reset_index()
-    return wide.assign(gain=wide.imagenet - wide.random)
+                              values=["probe_accuracy", "test_images"])
+    wide.columns = [f"{init}_{value}" for value, init in wide.columns]
+    intervals = [claims.proportion_difference_ci(r.imagenet_probe_accuracy, int(r.imagenet_test_images),
+                                                 r.random_probe_accuracy, int(r.random_test_images))
+                 for r in wide.itertuples()]
+    return pd.DataFrame({"imagenet": wide.imagenet_probe_accuracy, "random": wide.random_probe_accuracy,
+                         "gain": [i.effect for i in intervals], "gain_low": [i.ci_low for i in intervals],
+                         "gain_high": [i.ci_high for i in intervals]}, index=wide.index).reset_index()
 
 
 def gain_table(gains: pd.DataFrame, costs: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
@@ -224,6 +232,32 @@ def gain_table(gains: pd.DataFrame, costs: pd.DataFrame, targets: list[str]) -> 
     table["training cost (x)"] = at_smallest / train_speed
     table.columns.name = None
     return table.round(1)
+
+
+def gain_figure(gains: pd.DataFrame, targets: list[str]):
+    """The probe gain of :func:`probe_gains` in points with its 95 % CI, one panel per target,
+    against the input side, one line per model: how sure each gain is at these test sizes."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    models_ = list(dict.fromkeys(gains.model))
+    colours = dict(zip(models_, sns.color_palette(n_colors=len(models_))))
+    fig, axes = plt.subplots(1, len(targets), figsize=(1.75 * len(targets), 2.9), sharey=True, squeeze=False)
+    for ax, target in zip(axes[0], targets):
+        for model in models_:
+            rows = gains[(gains.target == target) & (gains.model == model)].sort_values("resolution")
+            ax.errorbar(rows.resolution, 100 * rows.gain, capsize=2, marker="o", markersize=3,
+                        yerr=[100 * (rows.gain - rows.gain_low), 100 * (rows.gain_high - rows.gain)],
+                        color=colours[model], label=model)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_title(target, fontsize=9)
+        ax.set_xlabel("side (px)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0, 0].set_ylabel("ImageNet − random init\n(points, 95 % CI)", fontsize=8)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=len(models_), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, 1.06))
+    fig.tight_layout()
+    return fig
 
 
 def distances(probes: pd.DataFrame) -> pd.DataFrame:
