@@ -175,6 +175,7 @@ glue("comparisons_table", comparisons.set_index(["comparison", "target", "method
 # %%
 fig = study.depth_distance_figure(results, cfg)
 plots.publish(fig, cfg.figures_dir / "depth_vs_distance.png", "distance_figure")
+claims_engine.glue_values({"nearest_target": results.distances.reindex(cfg.targets).idxmin()})
 
 # %% [markdown]
 # ## Speed and storage
