@@ -223,39 +223,47 @@ def probe_gains(probes: pd.DataFrame) -> pd.DataFrame:
 
 
 def gain_table(gains: pd.DataFrame, costs: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
-    """Per (model, resolution): the probe gain on each target in points (:func:`probe_gains`)
-    and ``training cost (x)``, a training step's cost per image as a multiple of its cost at the
-    model's smallest side: what a chapter pays for the gain of a larger input."""
+    """Per (model, resolution): the probe gain on each target in whole points (:func:`probe_gains`;
+    its CI spans several) and ``training cost (x)``, a training step's cost per image as a
+    multiple of its cost at the model's smallest side: what a chapter pays for a larger input."""
     table = 100 * gains.pivot_table(index=["model", "resolution"], columns="target", values="gain")[targets]
     train_speed = costs.set_index(["model", "resolution"]).train_img_s
     at_smallest = train_speed.groupby("model").transform(lambda speeds: speeds.sort_index().iloc[0])
-    table["training cost (x)"] = at_smallest / train_speed
+    table = table.round(0).astype(int)  # whole points: each gain's CI spans several
+    table["training cost (x)"] = (at_smallest / train_speed).round(1)
     table.columns.name = None
-    return table.round(1)
+    return table
 
 
-def gain_figure(gains: pd.DataFrame, targets: list[str]):
-    """The probe gain of :func:`probe_gains` in points with its 95 % CI, one panel per target,
-    against the input side, one line per model: how sure each gain is at these test sizes."""
+def gain_figure(gains: pd.DataFrame, targets: list[str], columns: int = 4):
+    """The probe gain of :func:`probe_gains` in points with its 95 % CI, one panel per target
+    (``columns`` to a row), against the input side, one line per model: how sure each gain is at
+    these test sizes."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     models_ = list(dict.fromkeys(gains.model))
     colours = dict(zip(models_, sns.color_palette(n_colors=len(models_))))
-    fig, axes = plt.subplots(1, len(targets), figsize=(1.75 * len(targets), 2.9), sharey=True, squeeze=False)
-    for ax, target in zip(axes[0], targets):
+    rows = -(-len(targets) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.2 * rows), sharey=True, squeeze=False)
+    for ax, target in zip(axes.flat, targets):
         for model in models_:
-            rows = gains[(gains.target == target) & (gains.model == model)].sort_values("resolution")
-            ax.errorbar(rows.resolution, 100 * rows.gain, capsize=2, marker="o", markersize=3,
-                        yerr=[100 * (rows.gain - rows.gain_low), 100 * (rows.gain_high - rows.gain)],
+            found = gains[(gains.target == target) & (gains.model == model)].sort_values("resolution")
+            ax.errorbar(found.resolution, 100 * found.gain, capsize=2, marker="o", markersize=3,
+                        yerr=[100 * (found.gain - found.gain_low), 100 * (found.gain_high - found.gain)],
                         color=colours[model], label=model)
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_title(target, fontsize=9)
-        ax.set_xlabel("side (px)", fontsize=8)
         ax.tick_params(labelsize=7)
-    axes[0, 0].set_ylabel("ImageNet − random init\n(points, 95 % CI)", fontsize=8)
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=len(models_), fontsize=8,
-               frameon=False, bbox_to_anchor=(0.5, 1.06))
+    for ax in axes[-1]:
+        ax.set_xlabel("input side (px)", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("gain (points)", fontsize=8)
+    for ax in axes.flat[len(targets):]:
+        ax.axis("off")
+    legend_at = axes.flat[-1] if len(targets) < axes.size else axes.flat[0]
+    legend_at.legend(*axes.flat[0].get_legend_handles_labels(), title="ImageNet − random init,\n95 % CI",
+                     fontsize=8, title_fontsize=8, frameon=False, loc="center")
     fig.tight_layout()
     return fig
 
