@@ -169,11 +169,18 @@ def test_correlation_verdicts_follow_the_sign_of_rho():
     assert perfect.effect == 1.0 and perfect.ci_high == 1.0 and perfect.ci_low < 0.9
 
 
+def _blocks(noise_sd, sign=1.0, seed=0):
+    """Twelve (block, score) pairs: a score that follows the block index, with noise."""
+    x = np.arange(12.0)
+    return x, sign * x + normal(0.0, noise_sd, 12, seed) if noise_sd else sign * x
+
+
 def test_pooled_correlations_stay_inside_minus_one_to_one_and_are_judged_on_fishers_z():
     raw = C.Claim("5.raw", "Raw and t-SNE silhouettes rank blocks alike.", "rho > 0", "tab-tsne")
-    rhos = [0.99, 0.97, 0.95, 0.60, 0.98, 0.99, 0.93]  # a t-interval on these rhos passes 1
-    assert C.t_interval(rhos).ci_high > 1
-    pooled = C.pooled_correlation(raw, rhos, pairs=12)
+    samples = [_blocks(sd, seed=i) for i, sd in enumerate([0.7, 0.8, 1.0, 6.0, 0.9, 0.7, 1.5])]
+    rhos = [stats.spearmanr(x, y).statistic for x, y in samples]
+    assert C.t_interval(rhos).ci_high > 1  # a t-interval on these rhos passes 1
+    pooled = C.pooled_correlation(raw, samples)
     z = np.arctanh(rhos)
     half = stats.t.ppf(0.975, len(z) - 1) * z.std(ddof=1) / math.sqrt(len(z))
     assert pooled.verdict == C.REPRODUCED and pooled.n == 7
@@ -181,12 +188,12 @@ def test_pooled_correlations_stay_inside_minus_one_to_one_and_are_judged_on_fish
         (math.tanh(z.mean()), math.tanh(z.mean() - half), math.tanh(z.mean() + half)))
     assert -1 < pooled.ci_low < pooled.effect < pooled.ci_high < 1
     assert pooled.method == "t-interval on Fisher z, back to rho"
-    perfect = C.pooled_correlation(raw, [1.0, 1.0, 0.9], pairs=12)  # +-1 is one swap away, not infinite
+    perfect = C.pooled_correlation(raw, [_blocks(0), _blocks(0), _blocks(3.0)])  # +-1 is one swap away
     assert math.isfinite(perfect.ci_high) and perfect.ci_high < 1
-    mixed = C.pooled_correlation(raw, [0.5, -0.4, 0.3, -0.2], pairs=12)
+    mixed = C.pooled_correlation(raw, [_blocks(6.0, s, seed=i) for i, s in enumerate([1, -1, 1, -1])])
     assert mixed.verdict == C.INCONCLUSIVE and 0 < mixed.mde < 1
-    assert C.pooled_correlation(raw, [-0.9, -0.8, -0.95], pairs=12).verdict == C.CONTRADICTED
-    assert C.pooled_correlation(raw, [0.9], pairs=12).verdict == C.NOT_TESTABLE
+    assert C.pooled_correlation(raw, [_blocks(2.0, -1, seed=i) for i in range(3)]).verdict == C.CONTRADICTED
+    assert C.pooled_correlation(raw, [_blocks(1.0)]).verdict == C.NOT_TESTABLE
 
 
 def test_difference_of_two_proportions_matches_newcombes_worked_example():

@@ -480,18 +480,18 @@ def correlation(claim: Claim, x: Sequence[float], y: Sequence[float], method: st
                    z_bounds=(_fisher_z(interval.ci_low, interval.n), _fisher_z(interval.ci_high, interval.n)))
 
 
-def pooled_correlation(claim: Claim, rhos: Sequence[float], pairs: int) -> ClaimResult:
-    """Test the sign of rank correlations measured on several units (e.g. one per target, each
-    over ``pairs`` blocks), pooled on Fisher's z scale.
+def pooled_correlation(claim: Claim, samples: Sequence[tuple[Sequence[float], Sequence[float]]]) -> ClaimResult:
+    """Test the sign of Spearman's rho measured on several units (e.g. one target's blocks
+    each), given as paired ``(x, y)`` samples, pooled on Fisher's z scale.
 
     The t-interval of the units' z values is taken back to rho, so that the effect and its CI
     stay inside (-1, 1), as a t-interval on the rhos themselves does not near |rho| = 1. The
     effect is the rho of the mean z.
     """
-    tiny = _too_few(claim, len(rhos), 2)
+    tiny = _too_few(claim, len(samples), 2)
     if tiny is not None:
         return tiny
-    z = t_interval([_fisher_z(r, pairs) for r in rhos])
+    z = t_interval([_fisher_z(spearman_ci(x, y, "fisher").effect, len(x)) for x, y in samples])
     interval = Interval(math.tanh(z.effect), math.tanh(z.ci_low), math.tanh(z.ci_high), z.n,
                         "t-interval on Fisher z, back to rho", z.df)
     return _result(claim, "directional", interval, z_bounds=(z.ci_low, z.ci_high))

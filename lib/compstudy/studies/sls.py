@@ -935,11 +935,10 @@ def test_claims(cfg: Config, layers: pd.DataFrame, depth_table: pd.DataFrame, mo
                            "accuracy (Spearman rho over blocks)", "premise", "premise figure")
             out.append(claims.correlation(claim, curve.silhouette, curve.probe_accuracy, seed=cfg.seed))
     if "depth" in cfg.claims:
-        rhos = [claims.spearman_ci(c.index.to_numpy(), c.silhouette.to_numpy(), method="fisher").effect
-                for c in curves.values()]
         out.append(claims.pooled_correlation(_claim(
             "1.rise", "The silhouette rises with depth (Spearman rho of silhouette and block index, "
-            "pooled over targets)", "rise", "silhouette-versus-depth figure"), rhos, full_depth))
+            "pooled over targets)", "rise", "silhouette-versus-depth figure"),
+            [(c.index.to_numpy(), c.silhouette.to_numpy()) for c in curves.values()]))
         k = full_depth // 4
         shares = [k / (full_depth - 1) - top_share(curves[t].silhouette.to_numpy()) for t in others if t in curves]
         shares = [s for s in shares if math.isfinite(s)]
@@ -1009,11 +1008,10 @@ def test_claims(cfg: Config, layers: pd.DataFrame, depth_table: pd.DataFrame, mo
             "5.tsne", f"Another t-SNE seed or perplexity moves the kept depth by less than "
             f"{cfg.depth_margin:g} block(s)", "tsne", "t-SNE sensitivity table"),
             [d for _, d in diff], cfg.depth_margin, cluster=[t for t, _ in diff]))
-        rhos = [claims.spearman_ci(c.silhouette.to_numpy(), c.raw_silhouette.to_numpy(), method="fisher").effect
-                for c in curves.values()]
         out.append(claims.pooled_correlation(_claim(
             "5.raw", "The raw features' silhouette ranks blocks as the t-SNE map's does (Spearman "
-            "rho over blocks, pooled over targets)", "raw", "t-SNE sensitivity table"), rhos, full_depth))
+            "rho over blocks, pooled over targets)", "raw", "t-SNE sensitivity table"),
+            [(c.silhouette.to_numpy(), c.raw_silhouette.to_numpy()) for c in curves.values()]))
     return out
 
 
