@@ -3,6 +3,7 @@
 import copy
 import math
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 from torch.nn.utils import prune
 from torch.utils.flop_counter import FlopCounterMode
 
-from compstudy import metrics
+from compstudy import claims, metrics
 
 
 def _probs(confidences, preds, k=4):
@@ -245,3 +246,42 @@ def test_measure_latencies_times_models_in_turn_in_eval_mode():
         assert timing["images_per_s"] == pytest.approx(3 / (timing["median_ms"] / 1e3))
     with pytest.raises(ValueError, match="forwards must be >= 1"):
         metrics.measure_latencies(models, 1, (4,), forwards=0)
+
+
+class _Clocked(nn.Module):
+    """Advances a fake clock by the next of its durations at every forward."""
+
+    def __init__(self, clock: list, durations: list):
+        super().__init__()
+        self.clock, self.durations = clock, iter(durations)
+
+    def forward(self, x):
+        self.clock[0] += next(self.durations)
+        return x
+
+
+def test_measure_latencies_pairs_each_models_time_with_the_references_in_the_same_round(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: clock[0])
+    # a slow spell in round 2 doubles both times: the paired ratios stay 0.5, 0.5, 0.6
+    full = [9.0, 1.0, 2.0, 1.0]  # warm-up, then three rounds
+    half = [9.0, 0.5, 1.0, 0.6]
+    models = {"full": _Clocked(clock, full), "half": _Clocked(clock, half)}
+    timings = metrics.measure_latencies(models, 1, (4,), forwards=3, reference="full")
+    ratios = np.array([0.5, 0.5, 0.6])
+    expected = claims.t_interval(ratios)
+    assert timings["half"]["ratio"] == pytest.approx(ratios.mean())
+    assert timings["half"]["ratio_low"] == pytest.approx(expected.ci_low)
+    assert timings["half"]["ratio_high"] == pytest.approx(expected.ci_high)
+    assert timings["half"]["ratio_low"] < ratios.mean() < timings["half"]["ratio_high"]
+    # the ratio of medians (1.0 / 0.6 here) is not what is reported
+    assert timings["half"]["median_ms"] / timings["full"]["median_ms"] != pytest.approx(ratios.mean())
+    assert timings["full"]["ratio"] == timings["full"]["ratio_low"] == timings["full"]["ratio_high"] == 1.0
+
+
+def test_measure_latencies_refuses_a_reference_it_cannot_interval():
+    models = {"a": nn.Identity(), "b": nn.Identity()}
+    with pytest.raises(ValueError, match="not one of the models"):
+        metrics.measure_latencies(models, 1, (4,), forwards=3, reference="c")
+    with pytest.raises(ValueError, match="forwards must be >= 2"):
+        metrics.measure_latencies(models, 1, (4,), forwards=1, reference="a")

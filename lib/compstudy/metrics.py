@@ -23,6 +23,8 @@ from torch.utils import benchmark
 from torch_pruning.utils import op_counter as _tp_op_counter
 from tqdm import tqdm
 
+from compstudy import claims
+
 # ----------------------------------------------------------------------------- quality
 
 
@@ -272,6 +274,7 @@ def measure_latencies(
     input_size: tuple[int, ...],
     forwards: int,
     progress: bool = False,
+    reference: Hashable | None = None,
 ) -> dict[Hashable, dict]:
     """Forward-pass latency of one batch for several models timed in turn, in eval mode under
     ``torch.inference_mode`` with the process's intra-op threads; per model the keys of
@@ -285,9 +288,19 @@ def measure_latencies(
     another by :func:`measure_latency`, 0.98-1.18. ``torch.utils.benchmark`` has no such turn
     order, and its ``Timer.timeit`` warms up twice before every timed call, which would triple
     the forwards; hence ``time.perf_counter``. ``progress`` shows a bar over the rounds.
+
+    With a ``reference`` model, each model also gets ``ratio``: the mean over rounds of its
+    time divided by the reference's time in the same round, with ``ratio_low`` and
+    ``ratio_high``, its 95 % t-interval over the rounds. Pairing by round removes what a
+    round's machine state does to both, so a ratio near 1 is resolved far more finely than by
+    dividing two medians, each of which carries its own noise.
     """
     if forwards < 1:
         raise ValueError(f"forwards must be >= 1, got {forwards}")
+    if reference is not None and reference not in models:
+        raise ValueError(f"reference {reference!r} is not one of the models timed")
+    if reference is not None and forwards < 2:
+        raise ValueError(f"ratios to a reference need an interval over rounds: forwards must be >= 2, got {forwards}")
     x = torch.randn(batch_size, *input_size)
     times: dict[Hashable, list[float]] = {key: [] for key in models}
     with _eval_mode(*models.values()), torch.inference_mode():
@@ -306,4 +319,7 @@ def measure_latencies(
         q1, median, q3 = np.percentile(seconds, [25, 50, 75])
         out[key] = {"batch_size": batch_size, "num_threads": threads, "median_ms": median * 1e3,
                     "iqr_ms": (q3 - q1) * 1e3, "images_per_s": batch_size / median}
+        if reference is not None:
+            ratio = claims.t_interval(np.divide(seconds, times[reference]))
+            out[key] |= {"ratio": ratio.effect, "ratio_low": ratio.ci_low, "ratio_high": ratio.ci_high}
     return out
