@@ -483,7 +483,7 @@ def latency_rows(ctx: Context, units: list[dict]) -> list[dict]:
                                         dcvit.input_size(ctx.teacher), ctx.cfg.latency_forwards, ctx.progress,
                                         reference=full)
     kept = {"ratio": "latency_kept", "ratio_low": "latency_kept_low", "ratio_high": "latency_kept_high"}
-    return [unit | {"macs_kept": dcvit.model_macs(probe) / ctx.plan.costs.total, "forwards": ctx.cfg.latency_forwards}
+    return [unit | {"macs_kept": dcvit.model_macs(probe) / ctx.plan.costs.total}
             | {kept.get(key, key): value for key, value in timings[i].items()}
             for i, (unit, probe) in enumerate(zip(units, probes))]
 
@@ -830,13 +830,13 @@ def latency_table(latency: pd.DataFrame) -> pd.DataFrame:
                               gain_per_macs_high=(1 - latency.latency_kept_low) / removed)
 
 
-def attention_latency_gain(latency: pd.DataFrame) -> claims.Interval:
+def attention_latency_gain(latency: pd.DataFrame, rounds: int) -> claims.Interval:
     """Claim 6b's effect: latency gain per MACs gain, minus 1, of attention removed from the
     most blocks probed. The largest removal divides the least timing noise by its MAC share
-    (a block's attention is a few % of the model's MACs); its interval is over timing rounds."""
+    (a block's attention is a few % of the model's MACs); its interval is over the ``rounds``
+    timing rounds (the config's ``latency_forwards``)."""
     attention = latency[latency.method == "no_attention"]
     row = attention.loc[attention.k.idxmax()]
-    rounds = int(row.forwards)
     return claims.Interval(row.gain_per_macs - 1, row.gain_per_macs_low - 1, row.gain_per_macs_high - 1,
                            rounds, f"t-interval over {rounds} timing rounds, attention removed from {int(row.k)} blocks",
                            float(rounds - 1))
@@ -936,5 +936,5 @@ def decide(cfg: Config, r: Results) -> list[claims.ClaimResult]:
         elif claim_id == "6":
             compressed = r.latency[r.latency.method.isin(["dcvit", "drop"])]
             out.append(claims.correlation(CLAIMS["6a"], compressed.macs_kept, compressed.latency_kept))
-            out.append(claims.judge(CLAIMS["6b"], attention_latency_gain(r.latency)))
+            out.append(claims.judge(CLAIMS["6b"], attention_latency_gain(r.latency, cfg.latency_forwards)))
     return out
