@@ -3,9 +3,10 @@
 Models at the widths of the notebook's cpu defaults (VGG-16 and ResNet-20 with their width
 multipliers): VGG-16-A (L1), ResNet-A/B (L1), a 50 % slimmed VGG-16 and the uniformly thinned
 VGG-16 with its parameters. Weights are random (speed does not depend on them); the slimmed
-widths come from random BN scales, so they vary by layer as trained ones do. Latency: batch 1
-and 64, 2 threads, the models timed in turn (``metrics.measure_latencies``), median per model.
-A ratio of 1 turns every saved MAC into time.
+widths come from random BN scales, so they vary by layer as trained ones do. Speed-up: batch 1
+and 64, 2 threads, each large model timed in turns with its pruned models and each round's
+times paired (``pruning_value.time_speedups``, as chapter 2 times them), with the 95 %
+interval over the rounds. A ratio of 1 turns every saved MAC into time.
 Run: ``.venv/bin/python benchmarks/bench_02_speedup.py [--width-scale S] [--forwards N]``.
 """
 
@@ -13,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
 import torch
 
 from compstudy import config, metrics
 from compstudy.methods import structured
 from compstudy.models import cifar as cm
 from compstudy.seeding import seed_everything
-from compstudy.studies.pruning_value import speedup_table
+from compstudy.studies.pruning_value import speedup_table, time_speedups
 
 
 def models(width_scale: float) -> dict[str, tuple[str, torch.nn.Module]]:
@@ -50,28 +50,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width-scale", type=float, default=1.0,
                         help="multiply the cpu widths (e.g. 8 for full-width VGG-16)")
-    parser.add_argument("--forwards", type=int, default=100, help="timed forwards per model and batch")
+    parser.add_argument("--forwards", type=int, default=100, help="timing rounds per batch (one forward of each model per round)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     seed_everything(0, threads=args.threads)
     batches = [1, 64]
-    found = models(args.width_scale)
-    rows = [{"model": name, "large": large, "params": metrics.count_parameters(model),
-             "macs": metrics.count_macs(model)} for name, (large, model) in found.items()]
-    for b in batches:
-        timings = metrics.measure_latencies({name: model for name, (_, model) in found.items()}, b,
-                                            (3, 32, 32), args.forwards)
-        for row in rows:
-            row[f"latency_ms_b{b}"] = timings[row["model"]]["median_ms"]
-    table = speedup_table(pd.DataFrame(rows), batches)
+    table = speedup_table(time_speedups(models(args.width_scale), batches, args.forwards), batches)
     print(f"threads={args.threads}, width scale={args.width_scale}")
     print(f"{'model':<36}{'MACs (M)':>10}{'MAC red.':>10}" + "".join(
-        f"{'speed-up b' + str(b):>14}{'ratio b' + str(b):>10}" for b in batches))
+        f"{'speed-up b' + str(b):>22}{'ratio b' + str(b):>10}" for b in batches))
     for _, r in table.iterrows():
         if r.model == r.large:
             continue
         print(f"{r.model:<36}{r.macs / 1e6:>10.2f}{r.mac_reduction:>10.2f}" + "".join(
-            f"{r[f'speedup_b{b}']:>14.2f}{r[f'speedup_over_mac_b{b}']:>10.2f}" for b in batches))
+            f"{r[f'speedup_b{b}']:>8.2f} [{r[f'speedup_b{b}_low']:.2f}, {r[f'speedup_b{b}_high']:.2f}]"
+            f"{r[f'speedup_over_mac_b{b}']:>10.2f}" for b in batches))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Throughput gain of SLS-truncated ViTs against the ideal linear gain (SLS, Han & Tang, ECCV 2024).
 
 For each kept depth d that the ``cpu`` runs of notebook 03 found (``results/cpu/03_sls/*/runs.csv``,
-SLS rows), and a fixed ladder when there are none yet: throughput of the DeiT-Tiny with
-Convpass adapters truncated at d, divided by the full model's, divided by the ideal gain
-L / d. A ratio near 1 means throughput rises linearly with the removed blocks; the patch
-embedding, the final norm and the head are a cost no truncation removes, which pulls it below 1.
+SLS rows), and a fixed ladder when there are none yet: the speed-up of the DeiT-Tiny with
+Convpass adapters truncated at d over the full model (the full model's time ÷ the truncated
+one's, paired round by round), divided by the ideal gain L / d. A ratio near 1 means
+throughput rises linearly with the removed blocks; the patch embedding, the final norm and the head are a cost no truncation removes, which pulls it below 1.
 The model is built at the cpu profile's resolution; weights do not matter for speed.
 
 Run: ``PYTHONPATH=lib .venv/bin/python benchmarks/bench_03_truncation.py`` (threads:
@@ -24,7 +24,7 @@ from compstudy.seeding import seed_everything
 LADDER = (12, 10, 8, 6, 4, 2)
 BATCHES = (1, 64)
 FORWARDS = (50, 10)
-"""Timed forwards per model at each batch; the models take turns (``metrics.measure_latencies``)."""
+"""Timing rounds at each batch: one forward of each model per round (``metrics.measure_latencies``)."""
 
 
 def kept_depths() -> tuple[list[int], str]:
@@ -48,15 +48,15 @@ def main() -> None:
     depth = len(full.blocks)
     depths, source = kept_depths()
     print(f"{cfg.model} at {side} px + convpass, {threads} threads, depths: {source}")
-    print("gain / ideal = (throughput at d / throughput at L) / (L / d)")
-    print(f"{'depth':>5} {'batch':>5} {'img/s':>9} {'gain':>6} {'ideal':>6} {'ratio':>6}")
+    print("gain / ideal = (speed-up at d over L, paired round by round, 95 % interval) / (L / d)")
+    print(f"{'depth':>5} {'batch':>5} {'img/s':>9} {'gain [95 % CI]':>20} {'ideal':>6} {'ratio':>6}")
     truncated = {d: sls.truncate(full, d) if d < depth else full for d in depths}
     for batch, forwards in zip(BATCHES, FORWARDS):
-        timings = metrics.measure_latencies(truncated, batch, (3, side, side), forwards)
-        speed = {d: timing["images_per_s"] for d, timing in timings.items()}
-        for d in depths:
-            gain, ideal = speed[d] / speed[depth], depth / d
-            print(f"{d:>5} {batch:>5} {speed[d]:>9.1f} {gain:>6.2f} {ideal:>6.2f} {gain / ideal:>6.2f}")
+        timings = metrics.measure_latencies(truncated, batch, (3, side, side), forwards, reference=depth)
+        for d, t in timings.items():
+            gain, ideal = 1 / t["ratio"], depth / d
+            interval = f"{gain:.2f} [{1 / t['ratio_high']:.2f}, {1 / t['ratio_low']:.2f}]"
+            print(f"{d:>5} {batch:>5} {t['images_per_s']:>9.1f} {interval:>20} {ideal:>6.2f} {gain / ideal:>6.2f}")
 
 
 if __name__ == "__main__":

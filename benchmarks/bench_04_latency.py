@@ -1,12 +1,18 @@
-"""Batch-64 CPU latency of DC-ViT structures against block dropping on DeiT-Tiny.
+"""CPU latency of DC-ViT structures against block dropping on DeiT-Tiny.
 
-The cpu profile's model (DeiT-Tiny at its resolution, 10-way head) at random weights, since
-latency does not depend on them. Prints MACs kept, latency kept and their ratio for:
+The cpu profile's model (DeiT-Tiny at its resolution, 10-way head, its latency batch) at random weights, since
+latency does not depend on them. Prints MACs kept and latency kept for:
 attention removed in 4 blocks, MLP removed in 4 blocks, DC-ViT at keep ratio 0.75 (stage A),
-and 3 whole blocks dropped. Run: ``.venv/bin/python benchmarks/bench_04_latency.py``.
+and 3 whole blocks dropped. The structures take turns, one forward each per round, and latency
+kept is the mean over rounds of a structure's time ÷ the full model's in the same round
+(``metrics.measure_latencies``, as chapter 4 times them, over its cpu run's rounds), with
+its 95 % interval.
+Run: ``.venv/bin/python benchmarks/bench_04_latency.py``.
 """
 
 from __future__ import annotations
+
+import torch
 
 from compstudy import config, metrics, models
 from compstudy.methods import dcvit
@@ -28,14 +34,16 @@ def main() -> None:
             model, list(range(1, 1 + plan.n_blocks)), "dcvit", plan.kept_units),
         "drop 3 blocks": dcvit.structural_model(model, [1, 2, 3], "drop"),
     }
-    shape = dcvit.input_size(model)
-    base = metrics.measure_latency(model, 64, shape, min_run_time=2.0)["median_ms"]
-    print(f"DeiT-Tiny at {cfg.resolution} px ({costs.tokens} tokens), batch 64, 2 threads")
-    print(f"{'structure':<28} {'MACs kept':>9} {'latency kept':>12} {'ms':>8}")
+    rounds = cfg.latency_forwards
+    timings = metrics.measure_latencies(variants, cfg.latency_batch, dcvit.input_size(model), rounds,
+                                        reference="full")
+    print(f"DeiT-Tiny at {cfg.resolution} px ({costs.tokens} tokens), batch {cfg.latency_batch}, "
+          f"{torch.get_num_threads()} threads, {rounds} rounds")
+    print(f"{'structure':<28} {'MACs kept':>9} {'latency kept [95 % CI]':>24} {'median ms':>10}")
     for name, m in variants.items():
-        ms = base if m is model else metrics.measure_latency(m, 64, shape, min_run_time=2.0)["median_ms"]
-        macs = dcvit.model_macs(m) / costs.total
-        print(f"{name:<28} {macs:9.3f} {ms / base:12.3f} {ms:8.1f}")
+        t = timings[name]
+        kept = f"{t['ratio']:.3f} [{t['ratio_low']:.3f}, {t['ratio_high']:.3f}]"
+        print(f"{name:<28} {dcvit.model_macs(m) / costs.total:9.3f} {kept:>24} {t['median_ms']:10.1f}")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ converged_weight_decay = 0.0001
 workers = 2  # processes that train models side by side, one thread each (one per core); 0: in this process
 measure_speed = True  # CPU latency of every structured model of the first seed
 latency_batches = [1, 64]
-latency_forwards = 50  # timed forwards per model and batch size, the models in turn
+latency_forwards = 50  # timing rounds per batch size: one forward of each model in turn per round
 
 # %%
 import matplotlib.pyplot as plt
@@ -88,7 +88,8 @@ claims.glue_values({"train_images": results.train_images, "test_images": results
                     "min_channels": cfg.min_channels, "slim_lambda": cfg.slim_lambda,
                     "slim_ratio_pct": 100 * cfg.slim_ratio,
                     "unstructured_pct": 100 * cfg.unstructured_sparsity,
-                    "latency_batches": claims.and_join(cfg.latency_batches)})
+                    "latency_batches": claims.and_join(cfg.latency_batches),
+                    "latency_forwards": cfg.latency_forwards})
 scale.record_scale(
     cfg, models=[t.label for t in results.targets.values()], resolution=32, targets=[cfg.dataset],
     budgets={"large-model epochs": cfg.epochs, "FT epochs": cfg.epochs * cfg.ft_fraction,
@@ -191,17 +192,17 @@ if cfg.converged_check:
 # %% [markdown]
 # ## Measured speed-up versus MAC reduction
 #
-# CPU latency (2 threads; the models take turns, one forward each, and each gets its median)
-# of every structured model of the first seed at batch 1 and a throughput batch. A ratio of 1
-# turns every saved MAC into time.
+# CPU speed-up over its large model of every structured model of the first seed, at batch 1
+# and a throughput batch, with its 95 % interval over the timing rounds: each large model and
+# the models pruned from it take turns, one forward each per round, and each speed-up pairs
+# the two times of a round. A speed-up ÷ MAC reduction of 1 turns every saved MAC into time.
 # Unstructured models keep dense shapes and are never timed as faster.
 
 # %%
 if not results.speed.empty:
-    speed = results.speed[results.speed.model != results.speed.large].set_index("model")
-    display(speed.round(2))
-    glue("speed_table", speed[["mac_reduction", *(f"speedup_over_mac_b{b}" for b in cfg.latency_batches)]]
-         .round(2), display=False)
+    speed = study.speed_page_table(results.speed, cfg.latency_batches)
+    display(speed)
+    glue("speed_table", speed, display=False)
 
 # %% [markdown]
 # ## Claims

@@ -52,7 +52,7 @@ taylor_batch_size = 32
 retrain_epochs = 6  # after the cut: adapters and head trained again (paper: 100 epochs); 0: head re-fit only
 retrain_lr = 0.0003  # AdamW, constant (the paper's FT retraining, lr 1e-5)
 throughput_batches = [1, 64]
-timing_forwards = [20, 5]  # timed forwards per model at each throughput batch, the models in turn
+timing_forwards = [20, 5]  # timing rounds at each throughput batch: one forward of each model per round
 loss_margin = 2.0  # accuracy points: "truncation loses little" (claim 2, non-inferiority)
 depth_margin = 1.0  # blocks: "the kept depth does not depend on the t-SNE seed" (claim 5)
 claims = ["premise", "depth", "truncation", "natural", "depgraph"]  # claim groups this run tests
@@ -181,7 +181,7 @@ claims_engine.glue_values({"nearest_target": results.distances.reindex(cfg.targe
 # ## Speed and storage
 #
 # Throughput on the run's CPU threads at each batch size (each model's median time over
-# forwards taken in turn with the same target's other models), and what each task stores: the
+# rounds in which the same target's models take turns, one forward each), and what each task stores: the
 # adapters of the kept blocks and the head (plus one integer) for SLS, the whole pruned
 # backbone for DepGraph.
 

@@ -74,3 +74,27 @@ def smoke_book(tmp_path_factory):
 @pytest.fixture(scope="session")
 def session_tmp() -> Path:
     return _SESSION_TMP
+
+
+@pytest.fixture
+def clocked(monkeypatch):
+    """A factory of modules that advance a fake ``perf_counter`` (the one
+    ``compstudy.metrics`` reads) by the next of their ``durations`` at every forward, so that
+    timing code can be tested to the exact ratio."""
+    import torch
+
+    from compstudy import metrics
+
+    clock = [0.0]
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: clock[0])
+
+    class Clocked(torch.nn.Module):
+        def __init__(self, durations):
+            super().__init__()
+            self.durations = iter(durations)
+
+        def forward(self, x):
+            clock[0] += next(self.durations)
+            return x
+
+    return Clocked

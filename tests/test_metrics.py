@@ -248,25 +248,11 @@ def test_measure_latencies_times_models_in_turn_in_eval_mode():
         metrics.measure_latencies(models, 1, (4,), forwards=0)
 
 
-class _Clocked(nn.Module):
-    """Advances a fake clock by the next of its durations at every forward."""
-
-    def __init__(self, clock: list, durations: list):
-        super().__init__()
-        self.clock, self.durations = clock, iter(durations)
-
-    def forward(self, x):
-        self.clock[0] += next(self.durations)
-        return x
-
-
-def test_measure_latencies_pairs_each_models_time_with_the_references_in_the_same_round(monkeypatch):
-    clock = [0.0]
-    monkeypatch.setattr(metrics.time, "perf_counter", lambda: clock[0])
+def test_measure_latencies_pairs_each_models_time_with_the_references_in_the_same_round(clocked):
     # a slow spell in round 2 doubles both times: the paired ratios stay 0.5, 0.5, 0.6
     full = [9.0, 1.0, 2.0, 1.0]  # warm-up, then three rounds
     half = [9.0, 0.5, 1.0, 0.6]
-    models = {"full": _Clocked(clock, full), "half": _Clocked(clock, half)}
+    models = {"full": clocked(full), "half": clocked(half)}
     timings = metrics.measure_latencies(models, 1, (4,), forwards=3, reference="full")
     ratios = np.array([0.5, 0.5, 0.6])
     expected = claims.t_interval(ratios)

@@ -34,6 +34,7 @@ def _cfg(**changes):
     ({"budget_seeds": [7], "budget_epochs": [2]}, r"budget_seeds must be a non-empty subset of seeds"),
     ({"warmup_epochs": 3.0, "epochs": 2}, r"warmup_epochs"),
     ({"dataset": "cifar100", "converged_check": True}, r"converged-model check uses CIFAR-10 checkpoints"),
+    ({"measure_speed": True, "latency_forwards": 1}, r"'latency_forwards' .* must lie in \[2, inf\]"),
 ])
 def test_impossible_requests_stop_in_the_config_with_one_line(changes, message):
     with pytest.raises(ConfigError, match=message) as error:
@@ -144,12 +145,36 @@ def test_converged_table_compares_with_the_fine_tuned_control():
 
 
 def test_speedup_table_divides_by_the_mac_reduction():
-    frame = pd.DataFrame([{"model": "L", "large": "L", "params": 10, "macs": 200, "latency_ms_b1": 2.0},
-                          {"model": "P", "large": "L", "params": 5, "macs": 100, "latency_ms_b1": 1.6}])
+    frame = pd.DataFrame([{"model": "L", "large": "L", "params": 10, "macs": 200,
+                           "speedup_b1": 1.0, "speedup_b1_low": 1.0, "speedup_b1_high": 1.0},
+                          {"model": "P", "large": "L", "params": 5, "macs": 100,
+                           "speedup_b1": 1.25, "speedup_b1_low": 1.2, "speedup_b1_high": 1.3}])
     table = pv.speedup_table(frame, [1]).set_index("model")
-    assert table.loc["P", "mac_reduction"] == 2 and table.loc["P", "speedup_b1"] == pytest.approx(1.25)
-    assert table.loc["P", "speedup_over_mac_b1"] == pytest.approx(0.625)
+    assert table.loc["P", "mac_reduction"] == 2
+    assert table.loc["P", ["speedup_over_mac_b1_low", "speedup_over_mac_b1", "speedup_over_mac_b1_high"]
+                     ].tolist() == pytest.approx([0.6, 0.625, 0.65])
     assert np.isclose(table.loc["L", "speedup_over_mac_b1"], 1)
+    page = pv.speed_page_table(table.reset_index(), [1])
+    assert list(page.index) == ["P"]
+    assert page.loc["P", "speed-up ÷ MAC reduction, batch 1"] == "0.62 [0.60, 0.65]"
+
+
+def test_time_speedups_pairs_each_model_with_its_own_large_model_round_by_round(clocked, monkeypatch):
+    from compstudy import metrics
+    monkeypatch.setattr(metrics, "count_macs", lambda model: 100)  # a forward would spend the fake durations
+    # warm-up, then three rounds; a slow spell in round 2 doubles L1 and P1 alike
+    models = {"L1": ("L1", clocked([9.0, 1.0, 2.0, 1.0])), "P1": ("L1", clocked([9.0, 0.5, 1.0, 0.6])),
+              "L2": ("L2", clocked([9.0, 4.0, 4.0, 4.0])), "P2": ("L2", clocked([9.0, 1.0, 1.0, 1.0]))}
+    table = pv.time_speedups(models, [1], forwards=3, input_size=(4,)).set_index("model")
+    ratios = claims.t_interval([0.5, 0.5, 0.6])
+    assert table.loc["P1", "speedup_b1"] == pytest.approx(1 / ratios.effect)
+    assert table.loc["P1", "speedup_b1_low"] == pytest.approx(1 / ratios.ci_high)
+    assert table.loc["P1", "speedup_b1_high"] == pytest.approx(1 / ratios.ci_low)
+    # P2 is paired with L2, not with L1: exactly 4 in every round
+    assert table.loc["P2", ["speedup_b1_low", "speedup_b1", "speedup_b1_high"]].tolist() == pytest.approx([4, 4, 4])
+    assert table.loc["L1", "speedup_b1"] == table.loc["L2", "speedup_b1"] == 1.0
+    with pytest.raises(ValueError, match="large model 'L3' is not among the models timed"):
+        pv.time_speedups({"P3": ("L3", clocked([1.0] * 4))}, [1], forwards=3, input_size=(4,))
 
 
 def test_fit_runs_fractional_epochs_and_the_constant_fine_tuning_rate():

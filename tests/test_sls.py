@@ -311,6 +311,7 @@ def test_depgraph_with_nothing_to_remove_returns_the_model(petl_vit):
     ({"claims": ["alpha"]}, "the 'alpha' claims need at least two alphas"),
     ({"tsne_iter": 200}, "'tsne_iter' of notebook 03_sls must lie in [251, inf]"),
     ({"timing_forwards": [20]}, "timing_forwards needs one count per throughput batch ([1, 64]), got [20]"),
+    ({"timing_forwards": [20, 1]}, "must lie in [2, inf]"),
 ])
 def test_config_errors_are_one_line_before_any_training(overrides, message):
     with pytest.raises(ConfigError) as info:
@@ -411,7 +412,7 @@ def _claim_inputs(sls_ahead: bool):
             correct[t, "convpass", 0, arm, depth] = answers
             rows.append({"target": t, "method": "convpass", "petl_seed": 0, "arm": arm, "depth": depth,
                          "images_per_s_b1": speed, "images_per_s_b64": speed * (1.2 + 0.01 * i),
-                         "storage_parameters": storage})
+                         "speedup_b1": speed / 100, "speedup_b64": speed / 100, "storage_parameters": storage})
     return cfg, layers, table, pd.DataFrame(rows), correct
 
 

@@ -152,6 +152,8 @@ class Config(NotebookConfig):
         for key in ("min_channels", "batch_size", "epochs", "budget_epochs", "latency_batches",
                     "converged_ft_per_class", "converged_test_per_class", "latency_forwards"):
             self.check_range(key, low=1)
+        if self.measure_speed:
+            self.check_range("latency_forwards", low=2)  # each speed-up's interval is over the rounds
         self.check_range("workers", low=0)
         self.check_range("warmup_epochs", low=0, high=min([self.epochs, *self.budget_epochs]))
         for key in ("train_per_class", "test_per_class"):
@@ -614,10 +616,9 @@ def converged_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def speed_check(cfg: Config, study: _Study) -> pd.DataFrame:
-    """Params, MACs and latency (the process's threads, batch sizes of the config) of every
-    structured model of the first seed at the main budget, with its large model, all timed
-    together in turn (:func:`metrics.measure_latencies`), so that each speed-up compares times
-    taken under the same machine load; resumable (``speed/runs.csv``)."""
+    """Params, MACs and CPU speed-up (the process's threads, batch sizes of the config) of every
+    structured model of the first seed at the main budget over its large model
+    (:func:`time_speedups`); resumable (``speed/runs.csv``)."""
     store = RunStore(cfg.results_dir / "speed", key=("model",), required=("macs",))
     seed, makers = cfg.seeds[0], {}
     for t in study.targets.values():
@@ -631,30 +632,60 @@ def speed_check(cfg: Config, study: _Study) -> pd.DataFrame:
                     study.num_classes, metrics.count_parameters(study.pruned(t, seed, cfg.epochs)["model"]),
                     cfg.vgg_width))
     if next(store.pending([{"model": m} for m in makers]), None):
-        models = {name: make() for name, (_, make) in makers.items()}
-        rows = [{"model": name, "large": makers[name][0], "params": metrics.count_parameters(model),
-                 "macs": metrics.count_macs(model)} for name, model in models.items()]
-        for b in cfg.latency_batches:
-            timings = metrics.measure_latencies(models, b, (3, 32, 32), cfg.latency_forwards)
-            for row in rows:
-                row[f"latency_ms_b{b}"] = timings[row["model"]]["median_ms"]
-        store.add_many(store.pending(rows))
+        models = {name: (large, make()) for name, (large, make) in makers.items()}
+        timed = time_speedups(models, cfg.latency_batches, cfg.latency_forwards)
+        store.add_many(store.pending(timed.to_dict("records")))
     return speedup_table(store.frame, cfg.latency_batches)
 
 
-def speedup_table(frame: pd.DataFrame, batch_sizes) -> pd.DataFrame:
-    """Per model: MAC reduction from its large model, measured speed-up per batch size and
-    speed-up ÷ MAC reduction (1: every saved MAC is saved time)."""
-    base, rows = frame.set_index("model"), []
-    for model, r in base.iterrows():
-        ref = base.loc[r["large"]]
-        row = {"model": model, "large": r["large"], "params": int(r["params"]), "macs": int(r["macs"]),
-               "mac_reduction": ref["macs"] / r["macs"]}
+def time_speedups(models: dict[str, tuple[str, nn.Module]], batch_sizes, forwards: int,
+                  input_size: tuple[int, ...] = (3, 32, 32)) -> pd.DataFrame:
+    """Params, MACs, median latency and speed-up over its large model of every model
+    (``models``: name -> (name of its large model, model); the large models are among them).
+
+    Each large model is timed in turn with the models pruned from it, one forward each per
+    round (:func:`metrics.measure_latencies` with the large model as reference). The speed-up
+    is 1 / the mean over rounds of (model's time ÷ large model's time in the same round), with
+    the 95 % t-interval over the rounds, so a slow spell of the machine cancels out of it.
+    """
+    rows = {name: {"model": name, "large": large, "params": metrics.count_parameters(model),
+                   "macs": metrics.count_macs(model)} for name, (large, model) in models.items()}
+    for large in dict.fromkeys(large for large, _ in models.values()):
+        if large not in models:
+            raise ValueError(f"large model {large!r} is not among the models timed")
+        group = {name: model for name, (of, model) in models.items() if of == large}
         for b in batch_sizes:
-            row[f"speedup_b{b}"] = ref[f"latency_ms_b{b}"] / r[f"latency_ms_b{b}"]
-            row[f"speedup_over_mac_b{b}"] = row[f"speedup_b{b}"] / row["mac_reduction"]
-        rows.append(row)
-    return pd.DataFrame(rows)
+            timings = metrics.measure_latencies(group, b, input_size, forwards, reference=large)
+            for name, t in timings.items():
+                rows[name] |= {f"latency_ms_b{b}": t["median_ms"], f"speedup_b{b}": 1 / t["ratio"],
+                               f"speedup_b{b}_low": 1 / t["ratio_high"],
+                               f"speedup_b{b}_high": 1 / t["ratio_low"]}
+    return pd.DataFrame(rows.values())
+
+
+def speedup_table(frame: pd.DataFrame, batch_sizes) -> pd.DataFrame:
+    """Per model: MAC reduction from its large model and, per batch size, the measured speed-up
+    and speed-up ÷ MAC reduction (1: every saved MAC is saved time), each with its 95 %
+    interval (:func:`time_speedups`)."""
+    table = frame.copy()
+    table["mac_reduction"] = table["large"].map(frame.set_index("model")["macs"]) / table["macs"]
+    for b in batch_sizes:
+        for end in ("", "_low", "_high"):
+            table[f"speedup_over_mac_b{b}{end}"] = table[f"speedup_b{b}{end}"] / table["mac_reduction"]
+    return table
+
+
+def speed_page_table(table: pd.DataFrame, batch_sizes) -> pd.DataFrame:
+    """The pruned models' rows of :func:`speedup_table` as a page shows them: MAC reduction and,
+    per batch size, speed-up and speed-up ÷ MAC reduction, each ``1.23 [1.20, 1.26]``."""
+    pruned = table[table.model != table.large].set_index("model")
+    out = pd.DataFrame({"large model": pruned["large"], "MAC reduction": pruned["mac_reduction"].round(2)})
+    for b in batch_sizes:
+        for name, column in ((f"speed-up, batch {b}", f"speedup_b{b}"),
+                             (f"speed-up ÷ MAC reduction, batch {b}", f"speedup_over_mac_b{b}")):
+            out[name] = [f"{r[column]:.2f} [{r[column + '_low']:.2f}, {r[column + '_high']:.2f}]"
+                         for _, r in pruned.iterrows()]
+    return out
 
 
 # ----------------------------------------------------------------------------- tables

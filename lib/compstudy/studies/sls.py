@@ -109,7 +109,7 @@ class Config(NotebookConfig):
         self.check_range("petl_warmup_epochs", low=0, high=self.petl_epochs)
         self.check_range("perplexities", low=1)
         self.check_range("tsne_iter", low=251)
-        self.check_range("timing_forwards", low=1)
+        self.check_range("timing_forwards", low=2)  # each speed-up is a mean over rounds
         if len(self.timing_forwards) != len(self.throughput_batches):
             raise ConfigError(f"timing_forwards needs one count per throughput batch "
                               f"({self.throughput_batches}), got {self.timing_forwards}")
@@ -444,14 +444,16 @@ def kept_depths(layers: pd.DataFrame, alphas: list[float]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def measure_models(cfg: Config, arms: Mapping[tuple, tuple[torch.nn.Module, str]],
+def measure_models(cfg: Config, arms: Mapping[tuple, tuple[torch.nn.Module, str]], reference: tuple,
                    progress: bool = False) -> dict[tuple, dict]:
     """Size, MACs, storage and throughput of a unit's models (``arms``: key -> (model, kind)).
 
-    The models are timed together, in turn (``metrics.measure_latencies``), so that the
-    speed ratios between one unit's arms, which the claims compare, are measured under the same
-    machine load. Without ``throughput_batches`` (ablation runs that claim no speed) nothing
-    is timed.
+    The models are timed together, one forward each per round (``metrics.measure_latencies``),
+    and each gets ``speedup_b{batch}``: 1 / the mean over rounds of its time ÷ the
+    ``reference`` model's (the full one) in the same round. The speed ratios the claims compare
+    are thus paired round by round, and a slow spell of the machine cancels out of them;
+    ``images_per_s_b{batch}`` (from the median time) is the throughput a page shows. Without
+    ``throughput_batches`` (ablation runs that claim no speed) nothing is timed.
     """
     side = cfg.resolution
     rows = {key: {"parameters": depgraph.count_parameters(model),
@@ -460,9 +462,10 @@ def measure_models(cfg: Config, arms: Mapping[tuple, tuple[torch.nn.Module, str]
             for key, (model, kind) in arms.items()}
     for batch, forwards in zip(cfg.throughput_batches, cfg.timing_forwards):
         timings = metrics.measure_latencies({key: model for key, (model, _) in arms.items()},
-                                            batch, (3, side, side), forwards, progress)
+                                            batch, (3, side, side), forwards, progress, reference)
         for key, timing in timings.items():
-            rows[key][f"images_per_s_b{batch}"] = timing["images_per_s"]
+            rows[key] |= {f"images_per_s_b{batch}": timing["images_per_s"],
+                          f"speedup_b{batch}": 1 / timing["ratio"]}
     return rows
 
 
@@ -503,7 +506,7 @@ def measure_unit(cfg: Config, unit: Unit, depths: dict[float, int], model_store:
     keys = [dict(zip(MODEL_KEY, key)) for key in arms]
     if next(model_store.pending(keys), None) is None:
         return
-    measured = measure_models(cfg, arms, progress)
+    measured = measure_models(cfg, arms, full_key, progress)
     model_store.add_many(model_store.pending([row | values[key] | {"test_images": n_test} | measured[key]
                                               | {"removed_parameters": total - measured[key]["parameters"]}
                                               for key, row in zip(arms, keys)]))
@@ -1038,24 +1041,25 @@ def _ideal_shares(models_frame, depths, units, method, batch, full_depth):
     """(target, share of the ideal speed-up realised in %) per truncated unit.
 
     Truncating L blocks to d ideally multiplies throughput by L / d; the share is
-    (measured gain - 1) / (L / d - 1): 0 means no faster, 100 the ideal. Dividing by the ideal
-    puts a one-block cut and a seven-block cut on one scale, so the targets' different kept
-    depths do not become the claim's spread.
+    (measured speed-up - 1) / (L / d - 1): 0 means no faster, 100 the ideal. Dividing by the
+    ideal puts a one-block cut and a seven-block cut on one scale, so the targets' different
+    kept depths do not become the claim's spread. The speed-up over the full model is paired
+    round by round (:func:`measure_models`).
     """
-    column = f"images_per_s_b{batch}"
+    column = f"speedup_b{batch}"
     out = []
     for t, s in units:
         d = depths[t, method, s]
         pair = _pairs(models_frame, depths, [(t, s)], method, "sls", "full", full_depth, column)
         if d < full_depth and pair:
-            _, sls_speed, full_speed = pair[0]
-            out.append((t, 100 * (sls_speed / full_speed - 1) / (full_depth / d - 1)))
+            out.append((t, 100 * (pair[0][1] - 1) / (full_depth / d - 1)))
     return out
 
 
 def _speed_ratios(models_frame, depths, units, method, arm_a, arm_b, batch, full_depth):
-    """(target, throughput gain of arm a over arm b in %) per unit."""
-    column = f"images_per_s_b{batch}"
+    """(target, throughput gain of arm a over arm b in %) per unit, from each arm's speed-up
+    over the full model timed in the same rounds."""
+    column = f"speedup_b{batch}"
     return [(t, 100 * (a / b - 1))
             for t, a, b in _pairs(models_frame, depths, units, method, arm_a, arm_b, full_depth, column)]
 
