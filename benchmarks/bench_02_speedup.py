@@ -50,7 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width-scale", type=float, default=1.0,
                         help="multiply the cpu widths (e.g. 8 for full-width VGG-16)")
-    parser.add_argument("--forwards", type=int, default=100, help="timing rounds per batch (one forward of each model per round)")
+    parser.add_argument("--forwards", type=int, default=100,
+                        help="timing rounds per batch (one forward of each model per round)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     seed_everything(0, threads=args.threads)

@@ -4,7 +4,8 @@ For each kept depth d that the ``cpu`` runs of notebook 03 found (``results/cpu/
 SLS rows), and a fixed ladder when there are none yet: the speed-up of the DeiT-Tiny with
 Convpass adapters truncated at d over the full model (the full model's time ÷ the truncated
 one's, paired round by round), divided by the ideal gain L / d. A ratio near 1 means
-throughput rises linearly with the removed blocks; the patch embedding, the final norm and the head are a cost no truncation removes, which pulls it below 1.
+throughput rises linearly with the removed blocks; the patch embedding, the final norm and the
+head are a cost no truncation removes, which pulls it below 1.
 The model is built at the cpu profile's resolution; weights do not matter for speed.
 
 Run: ``PYTHONPATH=lib .venv/bin/python benchmarks/bench_03_truncation.py`` (threads:
@@ -56,7 +57,8 @@ def main() -> None:
         for d, t in timings.items():
             gain, ideal = 1 / t["ratio"], depth / d
             interval = f"{gain:.2f} [{1 / t['ratio_high']:.2f}, {1 / t['ratio_low']:.2f}]"
-            print(f"{d:>5} {batch:>5} {t['images_per_s']:>9.1f} {interval:>20} {ideal:>6.2f} {gain / ideal:>6.2f}")
+            print(f"{d:>5} {batch:>5} {t['images_per_s']:>9.1f} {interval:>20} {ideal:>6.2f} "
+                  f"{gain / ideal:>6.2f}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """CPU latency of DC-ViT structures against block dropping on DeiT-Tiny.
 
-The cpu profile's model (DeiT-Tiny at its resolution, 10-way head, its latency batch) at random weights, since
-latency does not depend on them. Prints MACs kept and latency kept for:
+The cpu profile's model (DeiT-Tiny at its resolution, 10-way head, its latency batch) at
+random weights, since latency does not depend on them. Prints MACs kept and latency kept for:
 attention removed in 4 blocks, MLP removed in 4 blocks, DC-ViT at keep ratio 0.75 (stage A),
 and 3 whole blocks dropped. The structures take turns, one forward each per round, and latency
 kept is the mean over rounds of a structure's time ÷ the full model's in the same round
