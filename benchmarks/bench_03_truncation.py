@@ -55,8 +55,8 @@ def main() -> None:
     for batch, forwards in zip(BATCHES, FORWARDS):
         timings = metrics.measure_latencies(truncated, batch, (3, side, side), forwards, reference=depth)
         for d, t in timings.items():
-            gain, ideal = 1 / t["ratio"], depth / d
-            interval = f"{gain:.2f} [{1 / t['ratio_high']:.2f}, {1 / t['ratio_low']:.2f}]"
+            gain, ideal = t["speedup"], depth / d
+            interval = f"{gain:.2f} [{t['speedup_low']:.2f}, {t['speedup_high']:.2f}]"
             print(f"{d:>5} {batch:>5} {t['images_per_s']:>9.1f} {interval:>20} {ideal:>6.2f} "
                   f"{gain / ideal:>6.2f}")
 

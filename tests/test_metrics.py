@@ -263,6 +263,11 @@ def test_measure_latencies_pairs_each_models_time_with_the_references_in_the_sam
     # the ratio of medians (1.0 / 0.6 here) is not what is reported
     assert timings["half"]["median_ms"] / timings["full"]["median_ms"] != pytest.approx(ratios.mean())
     assert timings["full"]["ratio"] == timings["full"]["ratio_low"] == timings["full"]["ratio_high"] == 1.0
+    # the speed-up is the inverted ratio, its interval the ratio's ends swapped and inverted
+    assert timings["half"]["speedup"] == pytest.approx(1 / ratios.mean())
+    assert timings["half"]["speedup_low"] == pytest.approx(1 / expected.ci_high)
+    assert timings["half"]["speedup_high"] == pytest.approx(1 / expected.ci_low)
+    assert timings["half"]["speedup_low"] < timings["half"]["speedup"] < timings["half"]["speedup_high"]
 
 
 def test_measure_latencies_refuses_a_reference_it_cannot_interval():

@@ -145,9 +145,9 @@ def test_converged_table_compares_with_the_fine_tuned_control():
 
 
 def test_speedup_table_divides_by_the_mac_reduction():
-    frame = pd.DataFrame([{"model": "L", "large": "L", "params": 10, "macs": 200,
+    frame = pd.DataFrame([{"model": "L", "large": "L", "params": 10, "macs": 200, "latency_ms_b1": 0.7,
                            "speedup_b1": 1.0, "speedup_b1_low": 1.0, "speedup_b1_high": 1.0},
-                          {"model": "P", "large": "L", "params": 5, "macs": 100,
+                          {"model": "P", "large": "L", "params": 5, "macs": 100, "latency_ms_b1": 0.56,
                            "speedup_b1": 1.25, "speedup_b1_low": 1.2, "speedup_b1_high": 1.3}])
     table = pv.speedup_table(frame, [1]).set_index("model")
     assert table.loc["P", "mac_reduction"] == 2
@@ -157,6 +157,7 @@ def test_speedup_table_divides_by_the_mac_reduction():
     page = pv.speed_page_table(table.reset_index(), [1])
     assert list(page.index) == ["P"]
     assert page.loc["P", "speed-up ÷ MAC reduction, batch 1"] == "0.62 [0.60, 0.65]"
+    assert page.loc["P", "latency ms, batch 1"] == "0.56 / 0.70"  # the model's, then its large model's
 
 
 def test_time_speedups_pairs_each_model_with_its_own_large_model_round_by_round(clocked, monkeypatch):

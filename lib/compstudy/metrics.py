@@ -291,9 +291,10 @@ def measure_latencies(
 
     With a ``reference`` model, each model also gets ``ratio``: the mean over rounds of its
     time divided by the reference's time in the same round, with ``ratio_low`` and
-    ``ratio_high``, its 95 % t-interval over the rounds. Pairing by round removes what a
-    round's machine state does to both, so a ratio near 1 is resolved far more finely than by
-    dividing two medians, each of which carries its own noise.
+    ``ratio_high``, its 95 % t-interval over the rounds, and ``speedup`` = 1 / ``ratio`` with
+    ``speedup_low`` and ``speedup_high``, the same interval inverted. Pairing by round removes
+    what a round's machine state does to both, so a ratio near 1 is resolved far more finely
+    than by dividing two medians, each of which carries its own noise.
     """
     if forwards < 1:
         raise ValueError(f"forwards must be >= 1, got {forwards}")
@@ -321,5 +322,7 @@ def measure_latencies(
                     "iqr_ms": (q3 - q1) * 1e3, "images_per_s": batch_size / median}
         if reference is not None:
             ratio = claims.t_interval(np.divide(seconds, times[reference]))
-            out[key] |= {"ratio": ratio.effect, "ratio_low": ratio.ci_low, "ratio_high": ratio.ci_high}
+            out[key] |= {"ratio": ratio.effect, "ratio_low": ratio.ci_low, "ratio_high": ratio.ci_high,
+                         "speedup": 1 / ratio.effect, "speedup_low": 1 / ratio.ci_high,
+                         "speedup_high": 1 / ratio.ci_low}
     return out

@@ -465,7 +465,7 @@ def measure_models(cfg: Config, arms: Mapping[tuple, tuple[torch.nn.Module, str]
                                             batch, (3, side, side), forwards, progress, reference)
         for key, timing in timings.items():
             rows[key] |= {f"images_per_s_b{batch}": timing["images_per_s"],
-                          f"speedup_b{batch}": 1 / timing["ratio"]}
+                          f"speedup_b{batch}": timing["speedup"]}
     return rows
 
 
