@@ -195,8 +195,8 @@ if cfg.converged_check:
 # CPU speed-up over its large model of every structured model of the first seed, at batch 1
 # and a throughput batch, with its 95 % interval over the timing rounds: each large model and
 # the models pruned from it take turns, one forward each per round, and each speed-up pairs
-# the two times of a round. The latency columns give the median forward of the model and of its
-# large model. A speed-up ÷ MAC reduction of 1 turns every saved MAC into time.
+# the two times of a round. The latency column gives the median forward of the model, then of
+# its large model. A speed-up ÷ MAC reduction of 1 turns every saved MAC into time.
 # Unstructured models keep dense shapes and are never timed as faster.
 
 # %%

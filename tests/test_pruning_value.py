@@ -155,9 +155,9 @@ def test_speedup_table_divides_by_the_mac_reduction():
                      ].tolist() == pytest.approx([0.6, 0.625, 0.65])
     assert np.isclose(table.loc["L", "speedup_over_mac_b1"], 1)
     page = pv.speed_page_table(table.reset_index(), [1])
-    assert list(page.index) == ["P"]
-    assert page.loc["P", "speed-up ÷ MAC reduction, batch 1"] == "0.62 [0.60, 0.65]"
-    assert page.loc["P", "latency ms, batch 1"] == "0.56 / 0.70"  # the model's, then its large model's
+    assert list(page.index) == [("P", "L", "2.00", 1)]
+    assert page.loc[("P", "L", "2.00", 1), "speed-up ÷ MAC reduction"] == "0.62 [0.60, 0.65]"
+    assert page.loc[("P", "L", "2.00", 1), "latency, ms"] == "0.56 / 0.70"  # the model's, then its large model's
 
 
 def test_time_speedups_pairs_each_model_with_its_own_large_model_round_by_round(clocked, monkeypatch):
