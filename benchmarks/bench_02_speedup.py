@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from compstudy import config, metrics
+from compstudy import claims, config, metrics
 from compstudy.methods import structured
 from compstudy.models import cifar as cm
 from compstudy.seeding import seed_everything
@@ -64,7 +64,7 @@ def main() -> None:
         if r.model == r.large:
             continue
         print(f"{r.model:<36}{r.macs / 1e6:>10.2f}{r.mac_reduction:>10.2f}" + "".join(
-            f"{r[f'speedup_b{b}']:>8.2f} [{r[f'speedup_b{b}_low']:.2f}, {r[f'speedup_b{b}_high']:.2f}]"
+            f"{claims.interval_text(r[f'speedup_b{b}'], r[f'speedup_b{b}_low'], r[f'speedup_b{b}_high']):>22}"
             f"{r[f'speedup_over_mac_b{b}']:>10.2f}" for b in batches))
 
 

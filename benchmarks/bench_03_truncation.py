@@ -18,7 +18,7 @@ import os
 
 import pandas as pd
 
-from compstudy import config, metrics, models, paths
+from compstudy import claims, config, metrics, models, paths
 from compstudy.methods import petl, sls
 from compstudy.seeding import seed_everything
 
@@ -56,7 +56,7 @@ def main() -> None:
         timings = metrics.measure_latencies(truncated, batch, (3, side, side), forwards, reference=depth)
         for d, t in timings.items():
             gain, ideal = t["speedup"], depth / d
-            interval = f"{gain:.2f} [{t['speedup_low']:.2f}, {t['speedup_high']:.2f}]"
+            interval = claims.interval_text(gain, t["speedup_low"], t["speedup_high"])
             print(f"{d:>5} {batch:>5} {t['images_per_s']:>9.1f} {interval:>20} {ideal:>6.2f} "
                   f"{gain / ideal:>6.2f}")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from compstudy import config, metrics, models
+from compstudy import claims, config, metrics, models
 from compstudy.methods import dcvit
 from compstudy.seeding import seed_everything
 
@@ -42,7 +42,7 @@ def main() -> None:
     print(f"{'structure':<28} {'MACs kept':>9} {'latency kept [95 % CI]':>24} {'median ms':>10}")
     for name, m in variants.items():
         t = timings[name]
-        kept = f"{t['ratio']:.3f} [{t['ratio_low']:.3f}, {t['ratio_high']:.3f}]"
+        kept = claims.interval_text(t["ratio"], t["ratio_low"], t["ratio_high"], 3)
         print(f"{name:<28} {dcvit.model_macs(m) / costs.total:9.3f} {kept:>24} {t['median_ms']:10.1f}")
 
 

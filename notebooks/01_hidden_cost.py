@@ -180,8 +180,8 @@ if len(sparse_pairs):
 # %%
 domain = results.domain
 if domain is not None:
-    print(f"LP gap on {cfg.proxy_dataset} minus elsewhere: {domain['effect']:+.2f} "
-          f"[{domain['ci_low']:.2f}, {domain['ci_high']:.2f}] points over {domain['n']} models")
+    gap = claims.interval_text(domain["effect"], domain["ci_low"], domain["ci_high"], sign="+")
+    print(f"LP gap on {cfg.proxy_dataset} minus elsewhere: {gap} points over {domain['n']} models")
     claims.glue_values(domain, prefix="domain_")
 
 # %% [markdown]

@@ -248,6 +248,12 @@ def test_claims_csv_has_the_required_columns_and_empty_margins(tmp_path):
         C.write_claims(tmp_path, results[:1] * 2)
 
 
+def test_interval_text_signs_the_estimate_only():
+    assert C.interval_text(1.234, 0.4, 2.049) == "1.23 [0.40, 2.05]"
+    assert C.interval_text(-0.1, -0.94, 0.7, 1, "+") == "-0.1 [-0.9, 0.7]"
+    assert C.interval_text(0.5, 0.25, 0.75, 3, "+") == "+0.500 [0.250, 0.750]"
+
+
 def test_claims_table_and_glue_give_plain_values(tmp_path, monkeypatch):
     results = [C.judge(UP, C.Interval(1.2, 0.4, 2.0, 9, "t-interval", 8.0)),
                C.judge(DOWN, C.Interval(-0.1, -0.9, 0.7, 9, "t-interval", 8.0)),

@@ -553,6 +553,12 @@ def _fmt(value: float, digits: int, sign: str = "") -> str:
     return f"{value:{sign}.{digits}f}"
 
 
+def interval_text(value: float, low: float, high: float, digits: int = 2, sign: str = "") -> str:
+    """An estimate with its interval as pages and benchmarks print it: ``+1.23 [0.40, 2.05]``
+    (``sign="+"`` signs the estimate only)."""
+    return f"{_fmt(value, digits, sign)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
+
+
 def claims_table(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     """A claims table for a page, one row per claim (index: claim id).
 
@@ -574,8 +580,7 @@ def claims_table(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
             notes.append(r.reason)
         rows.append({
             "claim": r.claim, "statement": r.statement, "paper": r.paper, "verdict": r.verdict,
-            "effect [95 % CI]": (f"{_fmt(r.effect, d, '+')} [{_fmt(r.ci_low, d)}, "
-                                 f"{_fmt(r.ci_high, d)}]") if tested else "—",
+            "effect [95 % CI]": interval_text(r.effect, r.ci_low, r.ci_high, d, "+") if tested else "—",
             "n": "" if pd.isna(r.n) else str(int(r.n)),
             "method": r.method, "note": "; ".join(notes), "evidence": r.evidence})
     columns = ["claim", "statement", "paper", "verdict", "effect [95 % CI]", "n", "method",

@@ -687,7 +687,7 @@ def speed_page_table(table: pd.DataFrame, batch_sizes) -> pd.DataFrame:
                          "MAC reduction": f"{r['mac_reduction']:.2f}",
                          "latency, ms": f"{r[f'latency_ms_b{b}']:.2f} / "
                                         f"{latency.loc[r['large'], f'latency_ms_b{b}']:.2f}"}
-                        | {name: f"{r[column]:.2f} [{r[column + '_low']:.2f}, {r[column + '_high']:.2f}]"
+                        | {name: claims.interval_text(r[column], r[column + "_low"], r[column + "_high"])
                            for name, column in (("speed-up", f"speedup_b{b}"),
                                                 ("speed-up ÷ MAC reduction", f"speedup_over_mac_b{b}"))})
     return pd.DataFrame(rows).set_index(["model", "large model", "MAC reduction", "batch"])
