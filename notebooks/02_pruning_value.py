@@ -185,7 +185,7 @@ if cfg.converged_check:
     converged = study.converged_table(results.converged)
     display(converged.set_index("architecture").round(2))
     glue("converged_table", converged.set_index("architecture").round(2), display=False)
-    cells = converged[["before FT (%)", "after JPEG FT (%)", "after FT − FT control (points)"]]
+    cells = converged[["before FT (%)", "after FT (%)", "vs FT control (points)"]]
     claims.glue_values(cells.set_axis(["before", "after", "vs_control"], axis=1).stack(), prefix="converged_")
     glue("converged_test_images", results.converged_test_images, display=False)
 

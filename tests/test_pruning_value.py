@@ -137,11 +137,13 @@ def test_converged_table_compares_with_the_fine_tuned_control():
                                           ("resnet56_b", "B", 70.0, 85.0)):
         for stage, acc in (("before_ft", before), ("after_ft", after)):
             rows.append({"model": model, "stage": stage, "variant": variant, "accuracy": acc,
-                         "params": 1, "macs": 1e8, "mac_reduction": 1.0})
+                         "params": 853_018, "macs": 1e8, "mac_reduction": 1.0})
     table = pv.converged_table(pd.DataFrame(rows))
-    assert table.loc["resnet56_b", "after FT − FT control (points)"] == pytest.approx(-1.0)
-    assert table.loc["resnet56_a", "paper: FT − unpruned (points)"] == "-0.17"
+    assert table.loc["resnet56_b", "vs FT control (points)"] == pytest.approx(-1.0)
+    assert table.loc["resnet56_a", "paper: vs unpruned (points)"] == "-0.17"
+    assert table.loc["resnet56", "paper: FT (%)"] == "93.14 ± 0.12"
     assert list(table.architecture) == ["ResNet-56", "ResNet-56-A", "ResNet-56-B"]
+    assert table.loc["resnet56", "params (k)"] == 853
 
 
 def test_speedup_table_divides_by_the_mac_reduction():
