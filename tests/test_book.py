@@ -139,9 +139,9 @@ def test_pages_type_no_result_number(page):
 
 def _write_run(results, notebook, run, effect=1.25, seconds=75.0):
     folder = results / "smoke" / notebook / run
-    rows = [claims.directional(claims.Claim("1.1", "A <b>bold</b> claim.", "Paper: Table 1.",
+    rows = [claims.directional(claims.Claim("1.1", "A <b>bold</b> claim.", "Table 1.",
                                             "figure gap"), [effect, effect + 0.5, effect - 0.5]),
-            claims.not_testable(claims.Claim("1.2", "Scales up.", "Paper: Table 2.", "-"), "no ImageNet")]
+            claims.not_testable(claims.Claim("1.2", "Scales up.", "Table 2.", "-"), "no ImageNet")]
     claims.write_claims(folder, rows)
     scale.record_wall_time(folder, seconds, 1.0)
     return folder
@@ -167,10 +167,25 @@ def test_the_summary_tables_come_from_claims_csv_and_link_relative_to_their_page
     assert f'href="chapters/{chapter}.html"' in intro and f'href="runs/{chapter}/main.html"' in intro
     assert "&lt;b&gt;bold&lt;/b&gt;" in intro and "<b>bold" not in intro
     assert intro.count("Someone et al. 2020") == 1  # two claims, the paper named once
-    page = summary.chapter_claims_table(found, cfg, chapter, summary.CHAPTER_ROOT).data
-    assert f'href="../runs/{chapter}/main.html"' in page and "no ImageNet" in page
-    assert "<th>run</th>" not in page  # one run tests claims: no run column
     assert summary.notebooks_with_claims(found) == [chapter]
+
+
+def test_a_chapter_claims_table_has_five_columns_and_names_runs_other_than_main(results):
+    chapter, ablation = next((nb, config.run_names("smoke", nb)[1]) for nb in config.notebook_names()
+                             if len(config.run_names("smoke", nb)) > 1)
+    _write_run(results, chapter, "main")
+    _write_run(results, chapter, ablation)
+    cfg = _summary_config()
+    page = summary.chapter_claims_table(summary.collect(cfg), cfg, chapter, summary.CHAPTER_ROOT).data
+    headers = re.findall(r"<th>(.*?)</th>", page)
+    assert headers == ["claim", "verdict", "effect [95 % CI]", "test", "evidence"]
+    assert ('<div class="compstudy-claim"><b>1.1</b> A &lt;b&gt;bold&lt;/b&gt; claim.<br>'
+            "<small>Paper: Table 1.</small></div>") in page
+    assert page.count("<td>not testable</td>") == 2
+    assert page.count('<span class="compstudy-nowrap">—</span><br><small>no ImageNet</small>') == 2
+    assert page.count('<span class="compstudy-nowrap">+1.2') == 2
+    assert f'href="../runs/{chapter}/main.html"' in page
+    assert f"(run {ablation})</a>" in page.replace("<wbr>", "") and "(run main)" not in page
 
 
 def test_no_claims_yet_is_said_not_failed(results):

@@ -74,7 +74,9 @@ def collect(cfg: Config) -> Collected:
 
 
 def _link(text: str, href: str) -> str:
-    return f'<a href="{html.escape(href)}">{html.escape(text)}</a>'
+    """A link whose text may break after an underscore: a figure's file name
+    (``accuracy_vs_budget.png``) is otherwise one word wider than a narrow column."""
+    return f'<a href="{html.escape(href)}">{html.escape(text).replace("_", "_<wbr>")}</a>'
 
 
 def _html(frame: pd.DataFrame, raw: tuple[str, ...] = ()):
@@ -85,7 +87,7 @@ def _html(frame: pd.DataFrame, raw: tuple[str, ...] = ()):
     for column in shown.columns:
         if column not in raw:
             shown[column] = shown[column].map(lambda v: html.escape(str(v)))
-    return HTML(shown.to_html(index=False, escape=False, border=0, na_rep=""))
+    return HTML(shown.to_html(index=False, escape=False, border=0, na_rep="", classes="compstudy-text"))
 
 
 def _evidence(row, root: str) -> str:
@@ -114,22 +116,50 @@ def summary_table(found: Collected, cfg: Config, root: str):
     table = pd.DataFrame({
         "paper": [_link(cfg.papers.get(nb, nb), f"{root}chapters/{nb}.html") if first else ""
                   for nb, first in zip(rows.notebook, first_of_paper)],
-        "claim": [f"{c}: {s}" for c, s in zip(rows.claim, rows.statement)],
-        "verdict": rows.verdict, "effect [95 % CI]": rows["effect [95 % CI]"], "n": rows.n,
+        "claim": [_claim(r) for r in rows.itertuples()],
+        "verdict": rows.verdict,
+        "effect [95 % CI]": [_effect(effect) for effect in rows["effect [95 % CI]"]], "n": rows.n,
         "evidence": [_evidence(r, root) for r in rows.itertuples()]})
-    return _html(table, raw=("paper", "evidence"))
+    return _html(table, raw=("paper", "claim", "effect [95 % CI]", "evidence"))
 
 
 def chapter_claims_table(found: Collected, cfg: Config, notebook: str, root: str):
-    """The claims of one notebook's runs, as ``claims.claims_table`` lays them out, with a
-    ``run`` column when more than one run tests claims."""
+    """The claims of one notebook's runs, narrow enough for a chapter's text column.
+
+    Five columns instead of ``claims.claims_table``'s nine: the statement with the paper's
+    evidence under it; the verdict; the effect [95 % CI] on one line, with the note under it
+    (the margin, bound or MDE it is read against, or why it is not testable); the test (method
+    and n); and a link to the evidence, which names the run when it is not ``main``.
+    """
     rows = _rows(found.claims[found.claims.notebook == notebook], cfg.digits)
-    rows["evidence"] = [_evidence(r, root) for r in rows.itertuples()]
-    columns = ["claim", "statement", "paper", "verdict", "effect [95 % CI]", "n", "method",
-               "note", "evidence"]
-    if rows.run.nunique() > 1:
-        columns.insert(0, "run")
-    return _html(rows[columns].rename(columns={"paper": "paper's evidence"}), raw=("evidence",))
+    table = pd.DataFrame({
+        "claim": [_stacked(_claim(r), f"Paper: {r.paper}" if r.paper else "", "compstudy-claim")
+                  for r in rows.itertuples()],
+        "verdict": rows.verdict,
+        "effect [95 % CI]": [_stacked(_effect(effect), note)
+                             for effect, note in zip(rows["effect [95 % CI]"], rows.note)],
+        "test": [_stacked("", ", ".join(part for part in (r.method, r.n and f"n\u00a0=\u00a0{r.n}") if part))
+                 for r in rows.itertuples()],
+        "evidence": [_evidence(r, root) for r in rows.itertuples()]})
+    return _html(table, raw=("claim", "effect [95 % CI]", "test", "evidence"))
+
+
+def _claim(row) -> str:
+    """The claim's id in bold, then its statement (HTML)."""
+    return f"<b>{html.escape(row.claim)}</b> {html.escape(row.statement)}"
+
+
+def _effect(effect: str) -> str:
+    """An effect with its interval, kept on one line (HTML)."""
+    return f'<span class="compstudy-nowrap">{html.escape(effect)}</span>'
+
+
+def _stacked(first: str, second: str, css_class: str = "") -> str:
+    """``first`` (HTML) with ``second`` (text) under it in small type, in one ``div`` of
+    ``css_class`` (the book's CSS gives the claim column a minimum width)."""
+    small = f"<small>{html.escape(second)}</small>" if second else ""
+    body = f"{first}<br>{small}" if first and small else first + small
+    return f'<div class="{css_class}">{body}</div>' if css_class else body
 
 
 def _plain(value) -> str:
