@@ -70,7 +70,7 @@ for notebook in summary.notebooks_with_claims(found):
 
 # %%
 for notebook in found.scales:
-    what_ran = summary.what_ran_table(found, notebook)
+    what_ran = summary.what_ran_html(found, notebook)
     display(Markdown(f"**{notebook}**"))
     display(what_ran)
     glue(f"what_ran_{notebook}", what_ran, display=False)

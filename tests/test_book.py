@@ -210,6 +210,19 @@ def test_what_ran_states_the_recorded_scale_and_wall_time(results):
                            test_images_per_target={"cifar10": np.int64(2000)})
 
 
+def test_the_pages_show_what_ran_in_full(results):
+    chapter = config.notebook_names()[0]
+    cfg = config.load_config("smoke", chapter, "main")
+    targets = ["cifar10", "fashion_mnist", "mnist", "digits", "near", "middle", "far"]
+    scale.record_scale(cfg, models=["deit_tiny"], resolution={"deit_tiny": 96}, targets=targets,
+                       budgets={"epochs": 2, "curve epochs": []}, seeds=[0],
+                       test_images_per_target=dict.fromkeys(targets, 300))
+    page = summary.what_ran_html(summary.collect(_summary_config()), chapter).data
+    assert "cifar10: 300; fashion_mnist: 300; mnist: 300; digits: 300; near: 300; middle: 300; far: 300" in page
+    assert "<th>what ran</th>" in page and "<td>test images per target</td>" in page
+    assert "<td>epochs: 2; curve epochs: none</td>" in page
+
+
 def test_the_total_wall_time_counts_every_execution_and_the_last_one_is_the_last_finished(results):
     chapter = config.notebook_names()[0]
     folder = results / "smoke" / chapter / "main"

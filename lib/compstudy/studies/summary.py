@@ -6,7 +6,7 @@ and glues, for the pages that paste them:
 - ``summary_table``: each paper, each claim, its verdict, the effect with its 95 % CI and a
   link to its evidence (the introduction opens with it);
 - ``claims_<nb>``: one chapter's claims table (its chapter page pastes it);
-- ``what_ran_<nb>``: the scale and wall time of each run of one notebook.
+- ``what_ran_<nb>``: the scale and wall time of each run of one notebook (``what_ran_html``).
 
 ``Config.INPUTS`` puts the contents of those files into the run key, so the runner redoes
 the summary whenever any of them changes. Links in the glued tables are relative to the page
@@ -163,10 +163,11 @@ def _stacked(first: str, second: str, css_class: str = "") -> str:
 
 
 def _plain(value) -> str:
+    """A recorded scale value as a page reads it; an empty list or mapping reads "none"."""
     if isinstance(value, dict):
-        return "; ".join(f"{k}: {_plain(v)}" for k, v in value.items())
+        return "; ".join(f"{k}: {_plain(v)}" for k, v in value.items()) or "none"
     if isinstance(value, list):
-        return ", ".join(_plain(v) for v in value)
+        return ", ".join(_plain(v) for v in value) or "none"
     return str(value)
 
 
@@ -207,6 +208,12 @@ def what_ran_table(found: Collected, notebook: str) -> pd.DataFrame:
                         "unfinished" if seconds is None else wall_time(seconds), _total_time(recorded),
                         "not recorded" if reference is None else f"{reference:.2f} s"]
     return pd.DataFrame(columns, index=pd.Index(rows, name="what ran"))
+
+
+def what_ran_html(found: Collected, notebook: str):
+    """:func:`what_ran_table` as the pages show it, every value in full: a DataFrame's notebook
+    view cuts cells at 50 characters, which hid most of a chapter's resolutions and test sizes."""
+    return _html(what_ran_table(found, notebook).reset_index())
 
 
 def notebooks_with_claims(found: Collected) -> list[str]:
