@@ -220,7 +220,7 @@ display(pd.Series(results.cpu_seconds, name="CPU seconds").round().astype(int).t
 # page for the design of each test).
 
 # %%
-display(claims.claims_table(results.claims))
+display(claims.claims_html(results.claims))
 claims.glue_claims(results.claims)
 vp_pairs = results.pairs.query("compression == 'sparse' and method == 'ilm'")
 by_target = hidden_cost.budget_gap_changes(cfg, vp_pairs).groupby("target").change.mean()

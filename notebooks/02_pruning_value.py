@@ -183,8 +183,9 @@ if not results.gammas.empty:
 # %%
 if cfg.converged_check:
     converged = study.converged_table(results.converged)
-    display(converged.set_index("architecture").round(2))
-    glue("converged_table", converged.set_index("architecture").round(2), display=False)
+    shown = converged.set_index("architecture").round(2)
+    display(shown)
+    glue("converged_table", shown, display=False)
     cells = converged[["before FT (%)", "after FT (%)", "vs FT control (points)"]]
     claims.glue_values(cells.set_axis(["before", "after", "vs_control"], axis=1).stack(), prefix="converged_")
     glue("converged_test_images", results.converged_test_images, display=False)
@@ -213,7 +214,7 @@ if not results.speed.empty:
 # claims with each (architecture, seed) as a unit.
 
 # %%
-display(claims.claims_table(results.claims))
+display(claims.claims_html(results.claims))
 claims.glue_claims(results.claims)
 glue("equivalence_margin", cfg.equivalence_margin, display=False)
 

@@ -216,6 +216,5 @@ if len(study.tsne_settings(cfg)) > 1:
 # counted once through its mean over PETL seeds) unless the claim says otherwise.
 
 # %%
-table = claims_engine.claims_table(results.claims)
-display(table)
+display(claims_engine.claims_html(results.claims))
 claims_engine.glue_claims(results.claims)

@@ -310,6 +310,6 @@ if len(pairs):
 # ## The claims of the paper's section 4, decided
 
 # %% tags=["hide-input"]
-display(claims_engine.claims_table(results.claims))
+display(claims_engine.claims_html(results.claims))
 claims_engine.glue_claims(results.claims)
 display(results.cpu.round(1))

@@ -1,6 +1,8 @@
 """The claims engine on hand-made data: verdicts, MDE, coverage, claims.csv, glue."""
 
+import html
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -279,6 +281,25 @@ def test_claims_table_and_glue_give_plain_values(tmp_path, monkeypatch):
     for key, (value, _) in glued.items():
         if key != "ch1_claims_table":
             assert type(value) in (float, int, str), key
+    assert glued["ch1_claims_table"][0].data == C.claims_html(frame).data
+
+
+def test_claims_html_puts_the_paper_under_the_statement_and_the_note_under_the_effect(tmp_path):
+    results = [C.judge(UP, C.Interval(1.2, 0.4, 2.0, 9, "t-interval", 8.0)),
+               C.not_testable(SAME, "one <seed>")]
+    frame = C.read_claims(C.write_claims(tmp_path, results))
+    page = C.claims_html(frame).data
+    assert re.findall(r"<th>(.*?)</th>", page) == ["claim", "verdict", "effect [95 % CI]", "test", "evidence"]
+    assert (f'<div class="compstudy-claim">{C.statement_html(UP.id, UP.statement)}<br>'
+            f"<small>Paper: {html.escape(UP.paper)}</small></div>") in page
+    assert f"{C.effect_html('—')}<br><small>one &lt;seed&gt;</small>" in page
+    assert f"{C.effect_html('+1.2 [0.4, 2.0]')}</td>" in page  # no note: nothing under it
+    assert "<small>t-interval, n\u00a0=\u00a09</small>" in page
+    assert f"<td>{html.escape(UP.evidence)}</td>" in page
+    linked = C.claims_html(frame, evidence=['<a href="x.html">here</a>', "there"]).data
+    assert '<td><a href="x.html">here</a></td>' in linked and "<td>there</td>" in linked
+    with pytest.raises(ValueError, match="1 entries for 2 claims"):
+        C.claims_html(frame, evidence=["only one"])
 
 
 def test_glue_values_names_each_cell_of_a_stacked_table(monkeypatch):

@@ -97,7 +97,10 @@ def test_training_curves_panel_per_metric():
         plots.training_curves(pd.DataFrame(rows).drop(columns="split"))
 
 
-def test_set_style_sets_display_dpi():
-    with matplotlib.rc_context():
+def test_set_style_sets_display_dpi_and_shows_table_cells_in_full():
+    statement = "A claim whose statement runs well past pandas' default of fifty characters."
+    with matplotlib.rc_context(), pd.option_context("display.max_colwidth", 50):
+        assert statement not in pd.DataFrame({"statement": [statement]})._repr_html_()
         plots.set_style()
         assert matplotlib.rcParams["figure.dpi"] == 110
+        assert statement in pd.DataFrame({"statement": [statement]})._repr_html_()

@@ -30,11 +30,13 @@ number of clusters. The interval is chosen from that ``n`` (``method="auto"``):
 The method's name travels with every result (column ``method`` of ``claims.csv``) so that the
 page says which one was used.
 
-Only numpy, scipy and pandas are used here; ``myst_nb`` is imported when a page glues.
+Only numpy, scipy and pandas are used here; ``myst_nb`` and IPython are imported when a page
+glues or shows a table.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -588,6 +590,56 @@ def claims_table(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).set_index("claim")
 
 
+def claims_html(frame: pd.DataFrame, digits: int = 1, evidence: Sequence[str] | None = None):
+    """The claims as a page shows them: five columns that fit a book's text column.
+
+    The claim's statement with the paper's evidence under it; the verdict; the effect [95 % CI]
+    on one line, with the note under it (the margin, bound or MDE it is read against, or why it
+    is not testable); the test (method and n); the evidence, as text or, when ``evidence`` is
+    given, as that HTML, one per claim (the summary's links to run pages).
+    """
+    table = claims_table(frame, digits).reset_index()
+    if evidence is None:
+        evidence = [html.escape(e) for e in table.evidence]
+    elif len(evidence) != len(table):
+        raise ValueError(f"evidence has {len(evidence)} entries for {len(table)} claims")
+    shown = pd.DataFrame({
+        "claim": [_stacked(statement_html(r.claim, r.statement), f"Paper: {r.paper}" if r.paper else "",
+                           "compstudy-claim") for r in table.itertuples()],
+        "verdict": [html.escape(v) for v in table.verdict],
+        "effect [95 % CI]": [_stacked(effect_html(e), note) for e, note in zip(table["effect [95 % CI]"], table.note)],
+        "test": [_stacked("", ", ".join(part for part in (r.method, r.n and f"n\u00a0=\u00a0{r.n}") if part))
+                 for r in table.itertuples()],
+        "evidence": list(evidence)})
+    return html_table(shown)
+
+
+def statement_html(claim: str, statement: str) -> str:
+    """A claim's id in bold, then its statement (escaped HTML)."""
+    return f"<b>{html.escape(claim)}</b> {html.escape(statement)}"
+
+
+def effect_html(effect: str) -> str:
+    """An effect with its interval, kept on one line by the book's CSS (escaped HTML)."""
+    return f'<span class="compstudy-nowrap">{html.escape(effect)}</span>'
+
+
+def _stacked(first: str, second: str, css_class: str = "") -> str:
+    """``first`` (HTML) with ``second`` (text) under it in small type, in one ``div`` of
+    ``css_class`` (the book's CSS gives the claim column a minimum width)."""
+    small = f"<small>{html.escape(second)}</small>" if second else ""
+    body = f"{first}<br>{small}" if first and small else first + small
+    return f'<div class="{css_class}">{body}</div>' if css_class else body
+
+
+def html_table(frame: pd.DataFrame):
+    """A frame of HTML cells (escape text with ``html.escape`` first) as a table of text:
+    left-aligned and top-aligned by the book's CSS, no cell cut short, no index."""
+    from IPython.display import HTML
+
+    return HTML(frame.to_html(index=False, escape=False, border=0, na_rep="", classes="compstudy-text"))
+
+
 def _plain(value) -> float | int | str:
     """A plain Python value for glue (numpy scalars render badly: MyST-NB issue 610)."""
     if isinstance(value, str):
@@ -630,11 +682,11 @@ def glue_claims(frame: pd.DataFrame, prefix: str = "") -> None:
 
     Keys: ``{prefix}claim_{id}_{field}`` for ``effect``, ``ci_low``, ``ci_high``, ``mde``
     (floats, NaN where they do not apply), ``n`` (int) and ``verdict`` (str), and
-    ``{prefix}claims_table`` for :func:`claims_table`. Nothing is displayed or returned.
+    ``{prefix}claims_table`` for :func:`claims_html`. Nothing is displayed or returned.
     """
     from myst_nb import glue
 
     for r in frame.to_dict("records"):
         for field in ("effect", "ci_low", "ci_high", "mde", "n", "verdict"):
             glue(f"{prefix}claim_{r['claim']}_{field}", _plain(r[field]), display=False)
-    glue(f"{prefix}claims_table", claims_table(frame), display=False)
+    glue(f"{prefix}claims_table", claims_html(frame), display=False)

@@ -23,9 +23,12 @@ DISPLAY_DPI = 110
 
 
 def set_style() -> None:
-    """Apply the book-wide seaborn theme: notebook context, whitegrid, colour-blind palette."""
+    """Apply the book-wide style: seaborn's notebook context, whitegrid and colour-blind
+    palette, and tables whose cells are shown in full (pandas cuts them at 50 characters by
+    default, which hid parameters and claim statements on the run pages)."""
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind",
                   rc={"figure.dpi": DISPLAY_DPI})
+    pd.set_option("display.max_colwidth", None)
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = 150) -> Path:

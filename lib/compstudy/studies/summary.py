@@ -79,17 +79,6 @@ def _link(text: str, href: str) -> str:
     return f'<a href="{html.escape(href)}">{html.escape(text).replace("_", "_<wbr>")}</a>'
 
 
-def _html(frame: pd.DataFrame, raw: tuple[str, ...] = ()):
-    """The frame as an HTML table: text escaped, except the ``raw`` (link) columns."""
-    from IPython.display import HTML
-
-    shown = frame.copy()
-    for column in shown.columns:
-        if column not in raw:
-            shown[column] = shown[column].map(lambda v: html.escape(str(v)))
-    return HTML(shown.to_html(index=False, escape=False, border=0, na_rep="", classes="compstudy-text"))
-
-
 def _evidence(row, root: str) -> str:
     where = "" if row.run == "main" else f" (run {row.run})"
     return _link(f"{row.evidence or 'run page'}{where}", f"{root}runs/{row.notebook}/{row.run}.html")
@@ -116,50 +105,19 @@ def summary_table(found: Collected, cfg: Config, root: str):
     table = pd.DataFrame({
         "paper": [_link(cfg.papers.get(nb, nb), f"{root}chapters/{nb}.html") if first else ""
                   for nb, first in zip(rows.notebook, first_of_paper)],
-        "claim": [_claim(r) for r in rows.itertuples()],
-        "verdict": rows.verdict,
-        "effect [95 % CI]": [_effect(effect) for effect in rows["effect [95 % CI]"]], "n": rows.n,
+        "claim": [claims.statement_html(r.claim, r.statement) for r in rows.itertuples()],
+        "verdict": [html.escape(v) for v in rows.verdict],
+        "effect [95 % CI]": [claims.effect_html(effect) for effect in rows["effect [95 % CI]"]],
+        "n": [html.escape(n) for n in rows.n],
         "evidence": [_evidence(r, root) for r in rows.itertuples()]})
-    return _html(table, raw=("paper", "claim", "effect [95 % CI]", "evidence"))
+    return claims.html_table(table)
 
 
 def chapter_claims_table(found: Collected, cfg: Config, notebook: str, root: str):
-    """The claims of one notebook's runs, narrow enough for a chapter's text column.
-
-    Five columns instead of ``claims.claims_table``'s nine: the statement with the paper's
-    evidence under it; the verdict; the effect [95 % CI] on one line, with the note under it
-    (the margin, bound or MDE it is read against, or why it is not testable); the test (method
-    and n); and a link to the evidence, which names the run when it is not ``main``.
-    """
-    rows = _rows(found.claims[found.claims.notebook == notebook], cfg.digits)
-    table = pd.DataFrame({
-        "claim": [_stacked(_claim(r), f"Paper: {r.paper}" if r.paper else "", "compstudy-claim")
-                  for r in rows.itertuples()],
-        "verdict": rows.verdict,
-        "effect [95 % CI]": [_stacked(_effect(effect), note)
-                             for effect, note in zip(rows["effect [95 % CI]"], rows.note)],
-        "test": [_stacked("", ", ".join(part for part in (r.method, r.n and f"n\u00a0=\u00a0{r.n}") if part))
-                 for r in rows.itertuples()],
-        "evidence": [_evidence(r, root) for r in rows.itertuples()]})
-    return _html(table, raw=("claim", "effect [95 % CI]", "test", "evidence"))
-
-
-def _claim(row) -> str:
-    """The claim's id in bold, then its statement (HTML)."""
-    return f"<b>{html.escape(row.claim)}</b> {html.escape(row.statement)}"
-
-
-def _effect(effect: str) -> str:
-    """An effect with its interval, kept on one line (HTML)."""
-    return f'<span class="compstudy-nowrap">{html.escape(effect)}</span>'
-
-
-def _stacked(first: str, second: str, css_class: str = "") -> str:
-    """``first`` (HTML) with ``second`` (text) under it in small type, in one ``div`` of
-    ``css_class`` (the book's CSS gives the claim column a minimum width)."""
-    small = f"<small>{html.escape(second)}</small>" if second else ""
-    body = f"{first}<br>{small}" if first and small else first + small
-    return f'<div class="{css_class}">{body}</div>' if css_class else body
+    """``claims.claims_html`` of one notebook's runs, its evidence linked to each run's page
+    (which names the run when it is not ``main``)."""
+    frame = found.claims[found.claims.notebook == notebook]
+    return claims.claims_html(frame, cfg.digits, [_evidence(r, root) for r in frame.itertuples()])
 
 
 def _plain(value) -> str:
@@ -213,7 +171,7 @@ def what_ran_table(found: Collected, notebook: str) -> pd.DataFrame:
 def what_ran_html(found: Collected, notebook: str):
     """:func:`what_ran_table` as the pages show it, every value in full: a DataFrame's notebook
     view cuts cells at 50 characters, which hid most of a chapter's resolutions and test sizes."""
-    return _html(what_ran_table(found, notebook).reset_index())
+    return claims.html_table(what_ran_table(found, notebook).reset_index().map(lambda v: html.escape(str(v))))
 
 
 def notebooks_with_claims(found: Collected) -> list[str]:
