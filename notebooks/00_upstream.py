@@ -123,6 +123,7 @@ table = gains.pivot_table(index=["model", "resolution"], columns="target",
                           values=["imagenet", "random"]).round(3)
 display(table)
 gain_table = upstream.gain_table(gains, results.costs, cfg.targets)
+gain_table = gain_table.rename(columns=lambda name: name.replace("_", " "))  # "fashion mnist" may wrap
 display(gain_table)
 glue("gain_table", gain_table, display=False)
 plots.publish(upstream.gain_figure(gains, cfg.targets), cfg.figures_dir / "gains.png", "gain_figure")

@@ -296,6 +296,7 @@ def test_claims_html_puts_the_paper_under_the_statement_and_the_note_under_the_e
     assert f"{C.effect_html('+1.2 [0.4, 2.0]')}</td>" in page  # no note: nothing under it
     assert "<small>t-interval, n\u00a0=\u00a09</small>" in page
     assert f"<td>{html.escape(UP.evidence)}</td>" in page
+    assert C.breakable_html("gap_vs_N.png <b>") == "gap_<wbr>vs_<wbr>N.png &lt;b&gt;"
     linked = C.claims_html(frame, evidence=['<a href="x.html">here</a>', "there"]).data
     assert '<td><a href="x.html">here</a></td>' in linked and "<td>there</td>" in linked
     with pytest.raises(ValueError, match="1 entries for 2 claims"):

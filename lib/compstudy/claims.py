@@ -598,20 +598,27 @@ def claims_html(frame: pd.DataFrame, digits: int = 1, evidence: Sequence[str] | 
     is not testable); the test (method and n); the evidence, as text or, when ``evidence`` is
     given, as that HTML, one per claim (the summary's links to run pages).
     """
-    table = claims_table(frame, digits).reset_index()
+    table = claims_table(frame, digits).reset_index().rename(columns={"effect [95 % CI]": "effect"})
     if evidence is None:
-        evidence = [html.escape(e) for e in table.evidence]
+        evidence = [breakable_html(e) for e in table.evidence]
     elif len(evidence) != len(table):
         raise ValueError(f"evidence has {len(evidence)} entries for {len(table)} claims")
+    rows = list(table.itertuples())
     shown = pd.DataFrame({
         "claim": [_stacked(statement_html(r.claim, r.statement), f"Paper: {r.paper}" if r.paper else "",
-                           "compstudy-claim") for r in table.itertuples()],
-        "verdict": [html.escape(v) for v in table.verdict],
-        "effect [95 % CI]": [_stacked(effect_html(e), note) for e, note in zip(table["effect [95 % CI]"], table.note)],
+                           "compstudy-claim") for r in rows],
+        "verdict": [html.escape(r.verdict) for r in rows],
+        "effect [95 % CI]": [_stacked(effect_html(r.effect), r.note) for r in rows],
         "test": [_stacked("", ", ".join(part for part in (r.method, r.n and f"n\u00a0=\u00a0{r.n}") if part))
-                 for r in table.itertuples()],
+                 for r in rows],
         "evidence": list(evidence)})
     return html_table(shown)
+
+
+def breakable_html(text: str) -> str:
+    """``text`` as escaped HTML that may break after an underscore: a figure's file name
+    (``accuracy_vs_budget.png``) is otherwise one word wider than a narrow column."""
+    return html.escape(text).replace("_", "_<wbr>")
 
 
 def statement_html(claim: str, statement: str) -> str:

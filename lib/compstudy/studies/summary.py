@@ -74,9 +74,8 @@ def collect(cfg: Config) -> Collected:
 
 
 def _link(text: str, href: str) -> str:
-    """A link whose text may break after an underscore: a figure's file name
-    (``accuracy_vs_budget.png``) is otherwise one word wider than a narrow column."""
-    return f'<a href="{html.escape(href)}">{html.escape(text).replace("_", "_<wbr>")}</a>'
+    """A link whose text may break after an underscore (``claims.breakable_html``)."""
+    return f'<a href="{html.escape(href)}">{claims.breakable_html(text)}</a>'
 
 
 def _evidence(row, root: str) -> str:
