@@ -149,7 +149,7 @@ fig = study.budget_figure(results, cfg.epochs)
 plots.publish(fig, cfg.figures_dir / "budget_curve.png", "budget_figure")
 glue("budget_table", curve.pivot_table(index="budget", columns="regime", values="mean").round(2),
      display=False)
-glue("budget_crossover", study.crossover(gaps), display=False)
+glue("budget_crossover", study.crossover_text(gaps), display=False)
 glue("budget_gap_min", float(gaps.gap.min()) if len(gaps) else float("nan"), display=False)
 glue("budget_gap_max", float(gaps.gap.max()) if len(gaps) else float("nan"), display=False)
 

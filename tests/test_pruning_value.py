@@ -131,6 +131,15 @@ def test_crossover_interpolates_in_log_budget():
     assert pv.crossover(gaps.assign(gap=[-1.0, 4.0, 2.0, 1.0])) == 2
 
 
+def test_crossover_text_never_prints_a_missing_budget():
+    gaps = pd.DataFrame({"budget": [2, 4, 8, 16], "gap": [6.0, 4.0, 2.0, -2.0], "n": 1})
+    assert pv.crossover_text(gaps) == (f"it reaches zero at about {math.sqrt(8 * 16):.1f} epochs "
+                                       "(interpolated in log budget)")
+    assert pv.crossover_text(gaps.assign(gap=[6.0, 4.0, 2.0, 1.0])) == \
+        "it stays above zero at every budget run, up to 16 epochs"
+    assert pv.crossover_text(gaps.iloc[:0]) == "no budget curve was run"
+
+
 def test_converged_table_compares_with_the_fine_tuned_control():
     rows = []
     for model, variant, before, after in (("resnet56", "", 83.0, 86.0), ("resnet56_a", "A", 82.5, 86.5),

@@ -609,7 +609,7 @@ def claims_html(frame: pd.DataFrame, digits: int = 1, evidence: Sequence[str] | 
                            "compstudy-claim") for r in rows],
         "verdict": [html.escape(r.verdict) for r in rows],
         "effect [95 % CI]": [_stacked(effect_html(r.effect), r.note) for r in rows],
-        "test": [_stacked("", ", ".join(part for part in (r.method, r.n and f"n\u00a0=\u00a0{r.n}") if part))
+        "test": [_small(", ".join(part for part in (r.method, r.n and f"n\u00a0=\u00a0{r.n}") if part))
                  for r in rows],
         "evidence": list(evidence)})
     return html_table(shown)
@@ -631,11 +631,15 @@ def effect_html(effect: str) -> str:
     return f'<span class="compstudy-nowrap">{html.escape(effect)}</span>'
 
 
+def _small(text: str) -> str:
+    """``text`` as escaped HTML in small type; nothing for an empty text."""
+    return f"<small>{html.escape(text)}</small>" if text else ""
+
+
 def _stacked(first: str, second: str, css_class: str = "") -> str:
     """``first`` (HTML) with ``second`` (text) under it in small type, in one ``div`` of
     ``css_class`` (the book's CSS gives the claim column a minimum width)."""
-    small = f"<small>{html.escape(second)}</small>" if second else ""
-    body = f"{first}<br>{small}" if first and small else first + small
+    body = f"{first}<br>{_small(second)}" if second else first
     return f'<div class="{css_class}">{body}</div>' if css_class else body
 
 
@@ -685,15 +689,14 @@ def glue_values(values: Mapping | pd.Series, prefix: str = "") -> None:
 
 
 def glue_claims(frame: pd.DataFrame, prefix: str = "") -> None:
-    """Glue each claim's numbers and the claims table into the executing notebook.
+    """Glue each claim's numbers into the executing notebook, for the chapter's prose.
 
     Keys: ``{prefix}claim_{id}_{field}`` for ``effect``, ``ci_low``, ``ci_high``, ``mde``
-    (floats, NaN where they do not apply), ``n`` (int) and ``verdict`` (str), and
-    ``{prefix}claims_table`` for :func:`claims_html`. Nothing is displayed or returned.
+    (floats, NaN where they do not apply), ``n`` (int) and ``verdict`` (str). The tables are
+    the summary's (``claims_<notebook>``). Nothing is displayed or returned.
     """
     from myst_nb import glue
 
     for r in frame.to_dict("records"):
         for field in ("effect", "ci_low", "ci_high", "mde", "n", "verdict"):
             glue(f"{prefix}claim_{r['claim']}_{field}", _plain(r[field]), display=False)
-    glue(f"{prefix}claims_table", claims_html(frame), display=False)

@@ -812,6 +812,17 @@ def crossover(gaps: pd.DataFrame) -> float:
     return float("nan")
 
 
+def crossover_text(gaps: pd.DataFrame) -> str:
+    """Where Scratch-B − FT reaches zero, as a clause of the chapter's prose: the interpolated
+    budget, or that the gap stays above zero up to the largest budget run."""
+    at = crossover(gaps)
+    if not math.isnan(at):
+        return f"it reaches zero at about {at:.1f} epochs (interpolated in log budget)"
+    if len(gaps):
+        return f"it stays above zero at every budget run, up to {int(gaps.budget.max())} epochs"
+    return "no budget curve was run"
+
+
 def cost_table(results: Results) -> pd.DataFrame:
     """CPU seconds spent training, per target and regime (as measured when each model was
     trained; cached models report the time they took then)."""
