@@ -112,7 +112,6 @@ display(table)
 glue("main_table", table, display=False)
 spread = study.unpruned_spread(results)
 display(spread.round(2))
-glue("unpruned_sd_max", float(spread["sd"].max()), display=False)
 
 # %% [markdown]
 # Paired differences between regimes (same seed), in points, with the 95 % t-interval over
@@ -124,7 +123,14 @@ glue("unpruned_sd_max", float(spread["sd"].max()), display=False)
 diffs = study.differences(results)
 display(diffs.round(2))
 sb_ft = diffs[diffs.comparison == "Scratch-B − FT"]
-glue("sb_ft_half_width_max", float(sb_ft.half_width.max()), display=False)
+if spread["sd"].notna().any() and sb_ft.half_width.notna().any():
+    precision = (f"The seed standard deviation of the unpruned models is at most {spread['sd'].max():.2f} "
+                 "points, and the widest 95-percent interval of a Scratch-B − FT difference has a "
+                 f"half-width of {sb_ft.half_width.max():.2f} points")
+else:
+    precision = ("With one seed, the run measures neither a seed standard deviation nor an interval "
+                 "of a Scratch-B − FT difference")
+glue("precision", precision, display=False)
 before = results.runs[results.runs.regime == "finetune"].groupby("label").accuracy_before_ft.mean()
 display(before.round(1))
 

@@ -368,3 +368,18 @@ def test_the_smoke_book_shows_no_path_and_no_warning(smoke_book):
         if hits:
             found[str(page.relative_to(smoke_book))] = sorted(set(hits))[:5]
     assert not found, f"pages show paths or warnings: {json.dumps(found)}"
+
+
+@pytest.mark.slow
+def test_the_prose_of_the_pages_names_what_is_missing_instead_of_printing_nan(smoke_book):
+    """A glued NaN reads "nan" in a sentence (chapter 2 once said its budget curve reached zero
+    at "nan epochs"). The smoke runs leave many values undefined (one seed, no block cut), so
+    their pages show whether every sentence says what is missing instead. Tables are exempt."""
+    html = smoke_book / "_build" / "html"
+    found = {}
+    for page in (html / "intro.html", *(html / "chapters").glob("*.html")):
+        prose = re.sub(r"<[^>]+>", " ", re.sub(r"<table.*?</table>", "", _text(page), flags=re.S))
+        hits = re.findall(r"(?<![\w.])[+-]?nan\b", prose, flags=re.I)
+        if hits:
+            found[page.name] = hits
+    assert not found, f"pages print a missing number: {found}"
