@@ -122,15 +122,7 @@ display(spread.round(2))
 # %% tags=["hide-output"]
 diffs = study.differences(results)
 display(diffs.round(2))
-sb_ft = diffs[diffs.comparison == "Scratch-B − FT"]
-if spread["sd"].notna().any() and sb_ft.half_width.notna().any():
-    precision = (f"The seed standard deviation of the unpruned models is at most {spread['sd'].max():.2f} "
-                 "points, and the widest 95-percent interval of a Scratch-B − FT difference has a "
-                 f"half-width of {sb_ft.half_width.max():.2f} points")
-else:
-    precision = ("With one seed, the run measures neither a seed standard deviation nor an interval "
-                 "of a Scratch-B − FT difference")
-glue("precision", precision, display=False)
+glue("precision", study.precision_text(spread, diffs), display=False)
 before = results.runs[results.runs.regime == "finetune"].groupby("label").accuracy_before_ft.mean()
 display(before.round(1))
 

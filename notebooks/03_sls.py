@@ -111,18 +111,9 @@ glue("min_last_silhouette", float(last.last_silhouette.min()), display=False)
 glue("targets_truncated", int((last.query("method == @first").groupby("target").depth.max() < full_depth).sum()),
      display=False)
 glue("targets_count", len(cfg.targets), display=False)
-top_quarter = full_depth // 4
-glue("top_quarter", top_quarter, display=False)
-linear_top_share = 100 * top_quarter / (full_depth - 1)
-glue("linear_top_share", linear_top_share, display=False)
-natural_top_share = 100 * study.natural_top_share(cfg, results.layers)
-if np.isnan(natural_top_share):
-    natural_clause = "no natural target of this run has a rising silhouette to set beside it"
-else:
-    natural_clause = (f"the natural {'target gains' if len(cfg.natural_targets) == 1 else 'targets gain'} "
-                      f"{natural_top_share:.0f} % there, "
-                      + ("the opposite of a plateau" if natural_top_share > linear_top_share else "a plateau too"))
-glue("natural_top_share", natural_clause, display=False)
+glue("top_quarter", full_depth // 4, display=False)
+glue("linear_top_share", study.linear_top_share(cfg), display=False)
+glue("natural_top_share_clause", study.natural_top_share_text(cfg, results.layers), display=False)
 
 # %% [markdown]
 # ## t-SNE maps of a few blocks
@@ -157,16 +148,7 @@ measured = study.summary_table(cfg, results.models, results.depths)
 summary = study.rounded(measured)
 display(summary[study.ACCURACY_COLUMNS])
 glue("summary_table", summary[study.ACCURACY_COLUMNS], display=False)
-gains = study.retrain_gains(cfg, measured)
-if gains.isna().any():
-    retraining = "With no target truncated, the run retrains neither pruned arm"
-else:
-    retraining = (f"Over the head re-fit, retraining adds {gains.sls:+.1f} points to SLS and "
-                  f"{gains.depgraph:+.1f} to DepGraph, on average over the truncated targets")
-    if gains.depgraph > gains.sls:
-        retraining += (": DepGraph, whose features change inside every block, has more to recover, "
-                       "and a longer retraining may narrow claim 4's gap further")
-glue("retraining", retraining, display=False)
+glue("retraining", study.retraining_text(study.retrain_gains(cfg, measured)), display=False)
 comparisons = results.comparisons
 fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(comparisons) + 1))
 labels = [f"{r.comparison} · {r.target} · {r.method}" for r in comparisons.itertuples()]
@@ -234,12 +216,4 @@ if len(study.tsne_settings(cfg)) > 1:
 
 # %%
 display(claims_engine.claims_html(results.claims))
-claims_engine.glue_claims(results.claims)
-units = {"2.accuracy": "points", "3": "blocks", "4.accuracy": "points"}  # the claims the chapter cites
-for claim in results.claims[results.claims.claim.isin(units)].itertuples():  # effect, interval, verdict
-    if claim.verdict == claims_engine.NOT_TESTABLE:
-        clause = f"not testable ({claim.reason})"
-    else:
-        clause = (f"{claim.effect:+.1f} {units[claim.claim]} ({claim.ci_low:+.1f} to {claim.ci_high:+.1f}; "
-                  f"{claim.verdict})")
-    glue(f"claim_{claim.claim}_clause", clause, display=False)
+claims_engine.glue_claims(results.claims, units={"2.accuracy": "points", "3": "blocks", "4.accuracy": "points"})

@@ -271,9 +271,12 @@ def test_claims_table_and_glue_give_plain_values(tmp_path, monkeypatch):
     glued = {}
     monkeypatch.setattr(myst_nb, "glue",
                         lambda name, value, display=True: glued.update({name: (value, display)}))
-    assert C.glue_claims(frame, prefix="ch1_") is None  # a cell ending with it shows nothing
-    fields = ("effect", "ci_low", "ci_high", "mde", "n", "verdict")
+    assert C.glue_claims(frame, prefix="ch1_", units={"1.2": "points"}) is None  # a cell ending with it shows nothing
+    fields = ("effect", "ci_low", "ci_high", "mde", "n", "verdict", "clause")
     assert set(glued) == {f"ch1_claim_{c}_{f}" for c in frame.claim for f in fields}
+    assert glued["ch1_claim_1.2_clause"][0] == "+1.2 points (+0.4 to +2.0; reproduced)"
+    assert glued["ch1_claim_2.1_clause"][0] == f"-0.1 (-0.9 to +0.7; inconclusive, MDE {C.mde(-0.9, 0.7, 8.0):.1f})"
+    assert glued["ch1_claim_2.4_clause"][0] == "not testable (one seed)"
     assert not any(display for _, display in glued.values())
     assert glued["ch1_claim_1.2_effect"][0] == 1.2 and type(glued["ch1_claim_1.2_effect"][0]) is float
     assert type(glued["ch1_claim_2.1_n"][0]) is int

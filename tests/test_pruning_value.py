@@ -140,6 +140,17 @@ def test_crossover_text_never_prints_a_missing_budget():
     assert pv.crossover_text(gaps.iloc[:0]) == "no budget curve was run"
 
 
+def test_precision_text_names_the_widest_spread_or_says_one_seed_measures_none():
+    spread = pd.DataFrame({"mean": [90.0, 80.0], "sd": [0.5, 1.25]})
+    diffs = pd.DataFrame({"comparison": ["Scratch-B − FT", "Scratch-E − FT", "Scratch-B − FT"],
+                          "half_width": [1.5, 9.0, 2.25]})
+    assert pv.precision_text(spread, diffs) == (
+        "The seed standard deviation of the unpruned models is at most 1.25 points, and the widest "
+        "95-percent interval of a Scratch-B − FT difference has a half-width of 2.25 points")
+    one_seed = pv.precision_text(spread.assign(sd=np.nan), diffs.assign(half_width=np.nan))
+    assert one_seed.startswith("With one seed, the run measures neither") and "nan" not in one_seed
+
+
 def test_converged_table_compares_with_the_fine_tuned_control():
     rows = []
     for model, variant, before, after in (("resnet56", "", 83.0, 86.0), ("resnet56_a", "A", 82.5, 86.5),

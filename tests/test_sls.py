@@ -249,6 +249,11 @@ def test_retrain_gains_average_the_first_methods_cut_arms_only():
     gains = study.retrain_gains(cfg, summary)
     assert list(gains.index) == ["sls", "depgraph"]
     assert gains["sls"] == pytest.approx(1.5) and gains["depgraph"] == pytest.approx(4.0)
+    assert study.retraining_text(gains).startswith("Over the head re-fit, retraining adds +1.5 points to "
+                                                   "SLS and +4.0 to DepGraph")
+    assert "more to recover" in study.retraining_text(gains)  # DepGraph gains more
+    assert "more to recover" not in study.retraining_text(gains[::-1].set_axis(gains.index))
+    assert study.retraining_text(gains * np.nan) == "With no target truncated, the run retrains neither pruned arm"
 
 
 @pytest.mark.parametrize("depth", [0, 7, -1])
@@ -440,6 +445,12 @@ def test_claims_follow_the_designed_effects(sls_ahead):
     natural = study.top_share(0.6 * (np.arange(1, 13) / 12) ** CLAIM_TARGETS["cifar10"])
     assert study.natural_top_share(cfg, layers) == pytest.approx(natural, abs=0.01)
     assert np.isnan(study.natural_top_share(dataclasses.replace(cfg, natural_targets=[]), layers))
+    assert study.linear_top_share(cfg) == pytest.approx(100 * 3 / 11)  # 12 blocks: 3 of 11 steps
+    assert study.natural_top_share_text(cfg, layers) == (
+        f"the natural target gains {100 * natural:.0f} % there, "
+        + ("the opposite of a plateau" if 100 * natural > 100 * 3 / 11 else "a plateau too"))
+    assert study.natural_top_share_text(dataclasses.replace(cfg, natural_targets=[]), layers) == \
+        "no natural target of this run has a rising silhouette to set beside it"
     # SLS ahead of DepGraph: reproduced; the arms swapped: contradicted, on the same data
     assert verdict["4.accuracy"] == ("reproduced" if sls_ahead else "contradicted")
     assert (results["4.accuracy"].effect > 0) == sls_ahead

@@ -561,6 +561,36 @@ def interval_text(value: float, low: float, high: float, digits: int = 2, sign: 
     return f"{_fmt(value, digits, sign)} [{_fmt(low, digits)}, {_fmt(high, digits)}]"
 
 
+def _digits(r, digits: int) -> int:
+    """Decimals of a claim's numbers: ``digits``, but always 2 for a rank correlation."""
+    return 2 if r.kind == "correlation" else digits
+
+
+def _notes(r, d: int) -> list[str]:
+    """What a claim's effect is read against: the margin of an equivalence claim, the bound of a
+    non-inferiority one, the MDE of an inconclusive one, the reason of one not testable."""
+    notes = []
+    if pd.notna(r.margin):
+        notes.append(f"non-inferiority bound {_fmt(r.margin, d, '+')}" if r.kind == "non-inferiority"
+                     else f"margin ±{_fmt(r.margin, d)}")
+    if pd.notna(r.mde):
+        notes.append(f"MDE {_fmt(r.mde, d)}")
+    if r.reason:
+        notes.append(r.reason)
+    return notes
+
+
+def claim_clause(r, unit: str = "", digits: int = 1) -> str:
+    """A claim as a chapter's sentence cites it (``r``: a row of a claims frame):
+    ``+2.9 points (-0.4 to +6.2; inconclusive, MDE 3.1)``, or ``not testable (its reason)``."""
+    if r.verdict == NOT_TESTABLE:
+        return f"not testable ({r.reason})"
+    d = _digits(r, digits)
+    effect = " ".join(part for part in (_fmt(r.effect, d, "+"), unit) if part)
+    notes = ", ".join([r.verdict, *(n for n in _notes(r, d) if n != r.reason)])
+    return f"{effect} ({_fmt(r.ci_low, d, '+')} to {_fmt(r.ci_high, d, '+')}; {notes})"
+
+
 def claims_table(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     """A claims table for a page, one row per claim (index: claim id).
 
@@ -570,21 +600,13 @@ def claims_table(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     """
     rows = []
     for r in frame.itertuples(index=False):
-        d = 2 if r.kind == "correlation" else digits
-        tested = r.verdict != NOT_TESTABLE
-        notes = []
-        if pd.notna(r.margin):
-            notes.append(f"non-inferiority bound {_fmt(r.margin, d, '+')}" if r.kind == "non-inferiority"
-                         else f"margin ±{_fmt(r.margin, d)}")
-        if pd.notna(r.mde):
-            notes.append(f"MDE {_fmt(r.mde, d)}")
-        if r.reason:
-            notes.append(r.reason)
+        d = _digits(r, digits)
         rows.append({
             "claim": r.claim, "statement": r.statement, "paper": r.paper, "verdict": r.verdict,
-            "effect [95 % CI]": interval_text(r.effect, r.ci_low, r.ci_high, d, "+") if tested else "—",
+            "effect [95 % CI]": interval_text(r.effect, r.ci_low, r.ci_high, d, "+")
+            if r.verdict != NOT_TESTABLE else "—",
             "n": "" if pd.isna(r.n) else str(int(r.n)),
-            "method": r.method, "note": "; ".join(notes), "evidence": r.evidence})
+            "method": r.method, "note": "; ".join(_notes(r, d)), "evidence": r.evidence})
     columns = ["claim", "statement", "paper", "verdict", "effect [95 % CI]", "n", "method",
                "note", "evidence"]
     return pd.DataFrame(rows, columns=columns).set_index("claim")
@@ -688,15 +710,19 @@ def glue_values(values: Mapping | pd.Series, prefix: str = "") -> None:
              display=False)
 
 
-def glue_claims(frame: pd.DataFrame, prefix: str = "") -> None:
+def glue_claims(frame: pd.DataFrame, prefix: str = "", units: Mapping[str, str] | None = None) -> None:
     """Glue each claim's numbers into the executing notebook, for the chapter's prose.
 
     Keys: ``{prefix}claim_{id}_{field}`` for ``effect``, ``ci_low``, ``ci_high``, ``mde``
-    (floats, NaN where they do not apply), ``n`` (int) and ``verdict`` (str). The tables are
-    the summary's (``claims_<notebook>``). Nothing is displayed or returned.
+    (floats, NaN where they do not apply), ``n`` (int), ``verdict`` (str) and ``clause`` (str,
+    :func:`claim_clause`, with the claim's unit from ``units``): prose that cites a claim which
+    may be untestable pastes the clause, never a number that may be NaN. The tables are the
+    summary's (``claims_<notebook>``). Nothing is displayed or returned.
     """
     from myst_nb import glue
 
-    for r in frame.to_dict("records"):
+    units = units or {}
+    for r in frame.itertuples(index=False):
         for field in ("effect", "ci_low", "ci_high", "mde", "n", "verdict"):
-            glue(f"{prefix}claim_{r['claim']}_{field}", _plain(r[field]), display=False)
+            glue(f"{prefix}claim_{r.claim}_{field}", _plain(getattr(r, field)), display=False)
+        glue(f"{prefix}claim_{r.claim}_clause", claim_clause(r, units.get(r.claim, "")), display=False)

@@ -799,6 +799,19 @@ def budget_gaps(results: Results) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["budget", "gap", "n"])
 
 
+def precision_text(spread: pd.DataFrame, diffs: pd.DataFrame) -> str:
+    """The run's precision as a sentence of the chapter's prose: the largest seed standard
+    deviation of the unpruned models (:func:`unpruned_spread`) and the widest Scratch-B − FT
+    half-width (:func:`differences`), or that one seed measures neither."""
+    sb_ft = diffs[diffs.comparison == "Scratch-B − FT"]
+    if spread["sd"].isna().all() or sb_ft.half_width.isna().all():
+        return ("With one seed, the run measures neither a seed standard deviation nor an interval "
+                "of a Scratch-B − FT difference")
+    return (f"The seed standard deviation of the unpruned models is at most {spread['sd'].max():.2f} "
+            "points, and the widest 95-percent interval of a Scratch-B − FT difference has a "
+            f"half-width of {sb_ft.half_width.max():.2f} points")
+
+
 def crossover(gaps: pd.DataFrame) -> float:
     """The large-model budget (epochs) at which Scratch-B − FT first reaches zero, interpolated
     linearly in log budget between the budgets run; NaN when it does not within them."""

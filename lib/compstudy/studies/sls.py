@@ -833,6 +833,19 @@ def retrain_gains(cfg: Config, summary: pd.DataFrame) -> pd.Series:
     return gain.groupby(cut.arm).mean().reindex(["sls", "depgraph"])
 
 
+def retraining_text(gains: pd.Series) -> str:
+    """What retraining adds over the head re-fit (:func:`retrain_gains`), as a sentence of the
+    chapter's prose, or that no target was truncated, so that neither arm was retrained."""
+    if gains.isna().any():
+        return "With no target truncated, the run retrains neither pruned arm"
+    text = (f"Over the head re-fit, retraining adds {gains.sls:+.1f} points to SLS and "
+            f"{gains.depgraph:+.1f} to DepGraph, on average over the truncated targets")
+    if gains.depgraph > gains.sls:
+        text += (": DepGraph, whose features change inside every block, has more to recover, "
+                 "and a longer retraining may narrow claim 4’s gap further")
+    return text
+
+
 def kept_table(cfg: Config, results: Results) -> pd.DataFrame:
     """Per target and PETL method at cfg.alpha and SLS's t-SNE setting (mean over PETL seeds):
     the kept depth, whole when every seed agrees, and the last block's silhouette, beside the
@@ -919,6 +932,24 @@ def natural_top_share(cfg: Config, layers: pd.DataFrame) -> float:
     curves = method_curves(cfg, layers, cfg.petl_methods[0])
     shares = [top_share(curves[t].silhouette.to_numpy()) for t in cfg.natural_targets if t in curves]
     return float(np.mean(shares)) if shares else float("nan")
+
+
+def linear_top_share(cfg: Config) -> float:
+    """The share of a straight rise (per cent) that falls in the top quarter of the blocks:
+    the yardstick of claim 1.plateau's ``top_share``."""
+    depth = model_depth(cfg.model)
+    return 100 * (depth // 4) / (depth - 1)
+
+
+def natural_top_share_text(cfg: Config, layers: pd.DataFrame) -> str:
+    """The natural targets' :func:`natural_top_share` beside a straight rise's, as a clause of
+    the chapter's prose, or that no natural target has a rising silhouette to compare."""
+    share = 100 * natural_top_share(cfg, layers)
+    if np.isnan(share):
+        return "no natural target of this run has a rising silhouette to set beside it"
+    subject = "target gains" if len(cfg.natural_targets) == 1 else "targets gain"
+    verdict = "the opposite of a plateau" if share > linear_top_share(cfg) else "a plateau too"
+    return f"the natural {subject} {share:.0f} % there, {verdict}"
 
 
 def test_claims(cfg: Config, layers: pd.DataFrame, depth_table: pd.DataFrame, models_frame: pd.DataFrame,
