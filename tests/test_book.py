@@ -204,7 +204,8 @@ def test_what_ran_states_the_recorded_scale_and_wall_time(results):
         "profile": "smoke", "models": "deit_tiny", "resolution": "deit_tiny: 96",
         "targets": "cifar10", "budgets": "epochs: 2", "seeds": "0, 1, 2",
         "test images per target": "cifar10: 2000", summary.WALL_TIME_ROW: "2 min 05 s",
-        summary.TOTAL_TIME_ROW: "2 min 05 s (1 execution)", "host reference": "1.23 s"}
+        summary.TOTAL_TIME_ROW: "2 min 05 s (1 execution)", summary.REUSED_ROW: "none",
+        "host reference": "1.23 s"}
     with pytest.raises(TypeError, match="plain JSON"):
         scale.record_scale(cfg, models=[], resolution=1, targets=[], budgets={}, seeds=[],
                            test_images_per_target={"cifar10": np.int64(2000)})
@@ -227,16 +228,19 @@ def test_the_total_wall_time_counts_every_execution_and_the_last_one_is_the_last
     chapter = config.notebook_names()[0]
     folder = results / "smoke" / chapter / "main"
     scale.record_wall_time(folder, 600.0, 0.5, finished=False)  # interrupted after 10 min
-    assert scale.read_scale(folder) == {"total_seconds": 600.0, "executions": 1}
+    assert scale.read_scale(folder) == {"total_seconds": 600.0, "executions": 1, "reused_artifacts": 0,
+                                        "reused_build_seconds": 0.0}
     table = summary.what_ran_table(summary.collect(_summary_config()), chapter)["main"]
     assert table[summary.WALL_TIME_ROW] == "unfinished"
     scale.record_wall_time(folder, 300.0, 0.6)  # resumed: only the rest was computed
-    scale.record_wall_time(folder, 8.0, 0.7)  # warm: everything was cached
+    scale.record_wall_time(folder, 8.0, 0.7, reused=(84, 2700.0))  # warm: an earlier run's models
     assert scale.read_scale(folder) == {"total_seconds": 908.0, "executions": 3, "seconds": 8.0,
-                                        "host_reference_s": 0.7}
+                                        "host_reference_s": 0.7, "reused_artifacts": 84,
+                                        "reused_build_seconds": 2700.0}
     table = summary.what_ran_table(summary.collect(_summary_config()), chapter)["main"]
     assert table[summary.WALL_TIME_ROW] == "8.0 s"
     assert table[summary.TOTAL_TIME_ROW] == "15 min 08 s (3 executions)"
+    assert table[summary.REUSED_ROW] == "84 (45 min 00 s, one process each)"
 
 
 def test_the_host_reference_is_measured_once_on_one_thread():

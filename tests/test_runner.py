@@ -96,6 +96,45 @@ def test_skip_rerun_on_config_change_and_resume_after_interruption(toy_study, mo
     assert timed["total_seconds"] == pytest.approx(stopped["total_seconds"] + timed["seconds"], abs=0.11)
 
 
+def test_the_cache_records_build_time_and_a_ledger_tells_reused_from_built(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "ARTIFACTS_DIR", tmp_path / "artifacts")
+    ledger = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv(cache.LEDGER_VARIABLE, str(ledger))
+    old = cache.cached("toy", {"n": 1}, [cache], lambda: [1])  # an earlier run's artifact
+    assert cache.build_seconds(cache.artifact_path("toy", {"n": 1}, [cache])) >= 0
+    ledger.unlink()  # this run starts here
+    assert cache.reused_build_time(ledger) == (0, 0.0)
+    cache.cached("toy", {"n": 2}, [cache], lambda: [2])  # built by this run, then loaded twice
+    assert cache.cached("toy", {"n": 2}, [cache], lambda: [0]) == [2]
+    cache.cached("toy", {"n": 2}, [cache], lambda: [0])
+    assert cache.reused_build_time(ledger) == (0, 0.0)
+    record = cache.artifact_path("toy", {"n": 1}, [cache]).with_name(
+        cache.artifact_path("toy", {"n": 1}, [cache]).name + cache.BUILD_RECORD_SUFFIX)
+    record.write_text('{"build_seconds": 42.5}')
+    assert cache.cached("toy", {"n": 1}, [cache], lambda: [0]) == old  # reused
+    with ledger.open("a") as file:
+        file.write('{"artifact": "cut sh')  # a line an interrupted write left unfinished
+    assert cache.reused_build_time(ledger) == (1, 42.5)
+    monkeypatch.delenv(cache.LEDGER_VARIABLE)  # outside a run nothing is logged
+    cache.cached("toy", {"n": 3}, [cache], lambda: [3])
+    assert "'n': 3" not in ledger.read_text() and len(ledger.read_text().splitlines()) == 5
+
+
+@pytest.mark.slow
+def test_a_runs_page_counts_the_artifacts_it_took_from_an_earlier_run(toy_study):
+    notebook = toy_study / "notebooks" / "00_toy.py"
+    notebook.write_text(TOY.replace("store = RunStore", "from compstudy import cache\n"
+                                    "cache.cached('toy', {'shots': 1}, [cache], lambda: [1])\nstore = RunStore", 1))
+    (toy_study / "configs" / "smoke" / "00_toy" / "again.yaml").write_text("units: 3\n")
+    runner.run("00_toy", "main", "smoke")  # in its own kernel: builds the artifact
+    runner.run_all("smoke")  # main is unchanged; "again", in a shared kernel, reuses main's artifact
+    results = toy_study / "results" / "smoke" / "00_toy"
+    main, again = scale.read_scale(results / "main"), scale.read_scale(results / "again")
+    assert (main["reused_artifacts"], main["reused_build_seconds"]) == (0, 0.0)
+    assert '"built": true' in (results / "main" / runner.LEDGER_FILE).read_text()  # the own kernel logs too
+    assert again["reused_artifacts"] == 1 and again["reused_build_seconds"] >= 0
+
+
 @pytest.mark.slow
 def test_all_runs_share_one_kernel_but_each_starts_from_an_empty_namespace(toy_study):
     notebook = toy_study / "notebooks" / "00_toy.py"

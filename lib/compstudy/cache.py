@@ -11,6 +11,11 @@ inversions, features) lives at ``artifacts/<kind>/<key>.<suffix>``. Its key hash
 So editing a docstring or a comment invalidates nothing, editing the code that makes an
 artifact invalidates that artifact, and no version number is bumped by hand (design.md,
 "Caching and resumption"). The runner keys notebook runs with the same source digest.
+
+Beside each artifact, ``<key>.<suffix>.build.json`` records how long it took to build. While
+the runner executes a run it names a *ledger* in ``COMPSTUDY_ARTIFACT_LEDGER`` (kernels and
+worker processes inherit it); every artifact a process builds or loads is a line there, so that
+the run's page can say how much of its cost an earlier run paid (:func:`reused_build_time`).
 """
 
 from __future__ import annotations
@@ -21,18 +26,22 @@ import contextvars
 import hashlib
 import io
 import json
+import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
 from . import paths
-from .results import atomic_write_bytes
+from .results import atomic_write_bytes, atomic_write_text
 
 PACKAGE = "compstudy"
 LIB_ROOT = Path(__file__).resolve().parents[1]  # the folder that holds the package
 T = TypeVar("T")
 _LOOKUP_ONLY = contextvars.ContextVar("lookup_only", default=False)
+LEDGER_VARIABLE = "COMPSTUDY_ARTIFACT_LEDGER"
+BUILD_RECORD_SUFFIX = ".build.json"
 
 
 class Missing(LookupError):
@@ -188,9 +197,48 @@ def cached(kind: str, inputs: Mapping[str, Any], code: Iterable[ModuleType | Cal
     """
     path = artifact_path(kind, inputs, code, suffix)
     if path.exists():
-        return load(path)
+        obj = load(path)
+        _log_use(path, built=False)
+        return obj
     if _LOOKUP_ONLY.get():
         raise Missing(path)
+    start = time.perf_counter()
     obj = build()
     atomic_write_bytes(path, save(obj))
+    seconds = round(time.perf_counter() - start, 1)
+    atomic_write_text(_build_record(path), json.dumps({"build_seconds": seconds}))
+    _log_use(path, built=True)
     return obj
+
+
+def _build_record(path: Path) -> Path:
+    return path.with_name(path.name + BUILD_RECORD_SUFFIX)
+
+
+def build_seconds(path: Path) -> float | None:
+    """The wall seconds ``cached`` took to build the artifact at ``path`` (in the process that
+    built it, artifacts it built on the way included); None when not recorded."""
+    record = _build_record(path)
+    return json.loads(record.read_text())["build_seconds"] if record.exists() else None
+
+
+def _log_use(path: Path, built: bool) -> None:
+    """One line in the run's ledger, when a run names one: short enough that appends from the
+    run's several processes never interleave."""
+    ledger = os.environ.get(LEDGER_VARIABLE)
+    if ledger:
+        with open(ledger, "a") as file:
+            file.write(json.dumps({"artifact": str(path), "built": built}) + "\n")
+
+
+def reused_build_time(ledger: Path) -> tuple[int, float]:
+    """The artifacts that a run loaded from the cache without building them itself, and the
+    sum of their build seconds (:func:`build_seconds`; one process each, so with several
+    workers more than the wall time they would take): what an earlier run, or the same run
+    before its config or code changed, paid for these results."""
+    if not ledger.exists():
+        return 0, 0.0
+    entries = [json.loads(line) for line in ledger.read_text().splitlines() if line.endswith("}")]
+    built = {e["artifact"] for e in entries if e["built"]}
+    reused = {e["artifact"] for e in entries if not e["built"]} - built
+    return len(reused), round(sum(build_seconds(Path(a)) or 0.0 for a in reused), 1)

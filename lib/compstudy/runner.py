@@ -43,6 +43,7 @@ from .errors import ConfigError
 from .results import atomic_write_text
 
 KEY_FILE = ".run_key"
+LEDGER_FILE = "artifact_ledger.jsonl"  # the artifacts a run built or loaded (cache.reused_build_time)
 Run = tuple[str, str]  # (notebook, run name)
 SHOWN_TAGS = {"parameters", "injected-parameters"}  # code cells whose input a page shows
 _PLACED_TAGS = {"hide-input", "remove-input", "hide-cell", "remove-cell"}
@@ -202,10 +203,29 @@ def shared_kernel(**env: str) -> Iterator[Any]:
             run_sync(manager.shutdown_kernel)(now=True)
 
 
-def _empty_namespace(manager) -> None:
+@contextmanager
+def _ledger_for_own_kernel(ledger: Path | None) -> Iterator[None]:
+    """Name ``ledger`` (``cache.LEDGER_VARIABLE``) to the kernel that papermill starts for one
+    run, which inherits this process's environment; nothing when ``ledger`` is None."""
+    if ledger is None:
+        yield
+        return
+    before = os.environ.get(cache.LEDGER_VARIABLE)
+    os.environ[cache.LEDGER_VARIABLE] = str(ledger)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(cache.LEDGER_VARIABLE)
+        else:
+            os.environ[cache.LEDGER_VARIABLE] = before
+
+
+def _empty_namespace(manager, ledger: Path) -> None:
     """Start the next run in ``manager``'s kernel from an empty namespace (what ``%reset -f``
     does, once: each reset collects garbage, about a second with torch loaded) with no figure
-    open; modules stay imported. A kernel that died is restarted.
+    open, naming the run's artifact ledger (``cache.LEDGER_VARIABLE``) to the kernel and the
+    workers it will spawn; modules stay imported. A kernel that died is restarted.
 
     What a module keeps between runs is read-only (the ``functools.cache``d architecture
     costs, the op counts per architecture) or reset by every run (``seeding.seed_everything``
@@ -223,7 +243,8 @@ def _empty_namespace(manager) -> None:
     try:
         client.wait_for_ready(timeout=60)
         reply = client.execute_interactive(
-            "import matplotlib.pyplot\nmatplotlib.pyplot.close('all')\nget_ipython().reset(new_session=False)",
+            "import matplotlib.pyplot\nmatplotlib.pyplot.close('all')\nget_ipython().reset(new_session=False)\n"
+            f"__import__('os').environ[{cache.LEDGER_VARIABLE!r}] = {str(ledger)!r}",
             store_history=False, timeout=60, output_hook=lambda message: None)
     finally:
         client.stop_channels()
@@ -267,15 +288,17 @@ def run(notebook: str, run_name: str, profile: str, force: bool = False,
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"_tmp_{run_name}.ipynb")
     host_reference = scale.host_reference_seconds()  # before the first run starts
+    ledger = cfg.results_dir / LEDGER_FILE  # every execution since the results were reset
     print(f"[run ] {notebook}/{run_name} ({profile})", flush=True)
     start = time.perf_counter()
     try:
         if kernel is not None:
-            _empty_namespace(kernel)
-        executed = papermill.execute_notebook(
-            source, str(tmp), parameters=overrides, kernel_name="python3",
-            cwd=None if kernel is not None else str(paths.REPO_ROOT),  # a shared kernel started there
-            progress_bar=False, config=_kernel_config(), km=kernel)
+            _empty_namespace(kernel, ledger)
+        with _ledger_for_own_kernel(ledger if kernel is None else None):
+            executed = papermill.execute_notebook(
+                source, str(tmp), parameters=overrides, kernel_name="python3",
+                cwd=None if kernel is not None else str(paths.REPO_ROOT),  # a shared kernel started there
+                progress_bar=False, config=_kernel_config(), km=kernel)
     except papermill.PapermillExecutionError as error:
         _stopped(cfg.results_dir, tmp, start, host_reference)
         if error.ename == "ConfigError":
@@ -292,7 +315,7 @@ def run(notebook: str, run_name: str, profile: str, force: bool = False,
         output_path=paths.display_path(out))
     nbformat.write(executed, tmp)
     tmp.replace(out)
-    scale.record_wall_time(cfg.results_dir, seconds, host_reference)
+    scale.record_wall_time(cfg.results_dir, seconds, host_reference, reused=cache.reused_build_time(ledger))
     print(f"[done] {notebook}/{run_name} ({profile}) in {seconds:.0f} s", flush=True)
     return True
 
@@ -301,7 +324,8 @@ def _stopped(results_dir: Path, tmp: Path, start: float, host_reference: float) 
     """An execution that failed or was interrupted: no page, but its time counts towards the
     rows it finished (``scale.record_wall_time``)."""
     tmp.unlink(missing_ok=True)
-    scale.record_wall_time(results_dir, time.perf_counter() - start, host_reference, finished=False)
+    scale.record_wall_time(results_dir, time.perf_counter() - start, host_reference, finished=False,
+                           reused=cache.reused_build_time(results_dir / LEDGER_FILE))
 
 
 def schedule(profile: str, notebooks: list[str] | None = None) -> dict[Run, tuple[Run, ...]]:

@@ -55,19 +55,22 @@ def record_scale(cfg, *, models: Any, resolution: Any, targets: Any, budgets: An
     atomic_write_text(cfg.results_dir / SCALE_FILE, text + "\n")
 
 
-def record_wall_time(results_dir: Path, seconds: float, host_reference: float, finished: bool = True) -> None:
+def record_wall_time(results_dir: Path, seconds: float, host_reference: float, finished: bool = True,
+                     reused: tuple[int, float] = (0, 0.0)) -> None:
     """Add one execution of a run to its ``wall_time.json`` (the runner calls this).
 
     ``seconds`` and ``host_reference_s`` are those of the last execution that finished. A
     re-execution skips the work its cache holds, so it also keeps ``total_seconds`` and
     ``executions``: every execution since the results were last reset (a change of the run's
     config or code), an interrupted one included. Their sum is what these results cost, except
-    for models an earlier run left in the artifact cache.
+    for the artifacts that an earlier run left in the cache: ``reused`` counts those the run
+    loaded without building them and sums their build seconds (``cache.reused_build_time``).
     """
     path = Path(results_dir) / WALL_TIME_FILE
     recorded = json.loads(path.read_text()) if path.exists() else {}
     recorded["total_seconds"] = round(recorded.get("total_seconds", 0.0) + seconds, 1)
     recorded["executions"] = recorded.get("executions", 0) + 1
+    recorded["reused_artifacts"], recorded["reused_build_seconds"] = reused
     if finished:
         recorded.update(seconds=round(seconds, 1), host_reference_s=round(host_reference, 3))
     atomic_write_text(path, json.dumps(recorded))

@@ -140,6 +140,16 @@ def wall_time(seconds: float) -> str:
 
 WALL_TIME_ROW = "wall time of the last execution (cached work skipped)"
 TOTAL_TIME_ROW = "wall time of all executions since the config or code changed"
+REUSED_ROW = "cached artifacts reused from earlier runs, and their build time"
+
+
+def _reused(recorded: dict) -> str:
+    count, seconds = recorded.get("reused_artifacts"), recorded.get("reused_build_seconds")
+    if count is None:
+        return "not recorded"
+    if count == 0:
+        return "none"
+    return f"{count} ({wall_time(seconds)}, one process each)"
 
 
 def _total_time(recorded: dict) -> str:
@@ -152,17 +162,19 @@ def _total_time(recorded: dict) -> str:
 def what_ran_table(found: Collected, notebook: str) -> pd.DataFrame:
     """One column per run of ``notebook``: profile, the recorded scale, the wall time of its last
     execution (which skips work found in the cache), the wall time of every execution since its
-    results were last reset (what the results cost; ``scale.record_wall_time``) and the host's
-    reference time (``scale.host_reference_seconds``), which makes wall times from different
-    hosts comparable."""
+    results were last reset (what the results cost; ``scale.record_wall_time``), the artifacts
+    it took from the cache without building them, with the time their building took (what
+    earlier runs paid towards the results), and the host's reference time
+    (``scale.host_reference_seconds``), which makes wall times from different hosts comparable."""
     rows = ["profile", *(_FIELD_NAMES.get(f, f) for f in scale.FIELDS), WALL_TIME_ROW, TOTAL_TIME_ROW,
-            "host reference"]
+            REUSED_ROW, "host reference"]
     columns = {}
     for run, recorded in found.scales.get(notebook, {}).items():
         values = [_plain(recorded[f]) if f in recorded else "not recorded" for f in scale.FIELDS]
         seconds, reference = recorded.get("seconds"), recorded.get("host_reference_s")
         columns[run] = [found.profile, *values,
                         "unfinished" if seconds is None else wall_time(seconds), _total_time(recorded),
+                        _reused(recorded),
                         "not recorded" if reference is None else f"{reference:.2f} s"]
     return pd.DataFrame(columns, index=pd.Index(rows, name="what ran"))
 
