@@ -120,7 +120,7 @@ scale.record_scale(cfg, models=[cfg.model], resolution=cfg.resolution, targets=[
 
 # %% tags=["hide-input"]
 display(results.splits)
-display(results.dense.round(4))
+display(results.dense.round(4).T.rename(columns=lambda _: "value"))  # one model: a column reads better than a wide row
 dense = results.dense.iloc[0]
 glue("dense_accuracy", float(points * dense.accuracy), display=False)
 glue("dense_test_images", int(dense.test_images), display=False)

@@ -82,6 +82,7 @@ def test_resolve_reads_the_namespace():
     assert cfg.results_dir.parts[-3:] == ("cpu", "00_upstream", "main")
     assert cfg.figures_dir == cfg.results_dir / "figures"
     assert list(cfg.as_table().index) == list(config.notebook_parameters("00_upstream"))
+    assert '<table id="T_parameters" class="dataframe compstudy-text">' in cfg.as_table().to_html()  # text, left-aligned
     assert list(cfg.params) == list(config.notebook_parameters("00_upstream"))
 
 

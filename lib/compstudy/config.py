@@ -275,12 +275,15 @@ class NotebookConfig:
         return self.results_dir / "figures"
 
     def as_table(self):
-        """The resolved parameters as a one-column table, shown at the top of every run."""
+        """The resolved parameters as a one-column table, shown at the top of every run: a
+        styled frame whose values, JSON text, the book's CSS sets left-aligned
+        (``compstudy-text``) where pandas would right-align them as numbers."""
         import pandas as pd
 
         params = self.params
-        return pd.DataFrame({"value": [json.dumps(v) for v in params.values()]},
-                            index=pd.Index(list(params), name="parameter"))
+        frame = pd.DataFrame({"value": [json.dumps(v) for v in params.values()]},
+                             index=pd.Index(list(params), name="parameter"))
+        return frame.style.set_uuid("parameters").set_table_attributes('class="dataframe compstudy-text"')
 
 
 def study_module(notebook: str) -> str:
