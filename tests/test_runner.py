@@ -24,11 +24,12 @@ TOY = textwrap.dedent('''\
     # %%
     import os
     import torch
-    from compstudy import config, data
+    from compstudy import cache, config, data
     from compstudy.results import RunStore
 
     cfg = config.resolve("00_toy", globals())
     data.few_shot_indices(torch.tensor([0, 0, 1, 1]), cfg.shots, seed=0)
+    cache.cached("toy", {"shots": cfg.shots}, [cache], lambda: [cfg.shots])
     store = RunStore(cfg.results_dir, key=["unit"])
     fail_at = int(os.environ.get("TOY_FAIL_AT", -1))
     for unit in store.pending({"unit": i} for i in range(cfg.units)):
@@ -53,6 +54,7 @@ def toy_study(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
     monkeypatch.setenv("COMPSTUDY_ROOT", str(tmp_path))  # what the notebook kernel sees
     monkeypatch.setenv("COMPSTUDY_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("COMPSTUDY_ARTIFACTS", str(tmp_path / "artifacts"))  # what this toy study built
     return tmp_path
 
 
@@ -67,6 +69,8 @@ def test_skip_rerun_on_config_change_and_resume_after_interruption(toy_study, mo
     assert out.exists() and len(rows(toy_study)) == 5
     executed = nbformat.read(out, 4)
     assert executed.metadata["compstudy"]["profile"] == "smoke"
+    results_dir = toy_study / "results" / "smoke" / "00_toy" / "main"
+    assert '"built": true' in (results_dir / runner.LEDGER_FILE).read_text()  # its own kernel logs
     assert any("make run NB=00_toy RUN=main PROFILE=smoke" in c.source for c in executed.cells)
     assert runner.run("00_toy", "main", "smoke") is False  # unchanged: skipped
     shutil.rmtree(toy_study / "results")  # the page stays, but other notebooks read the rows
@@ -81,7 +85,6 @@ def test_skip_rerun_on_config_change_and_resume_after_interruption(toy_study, mo
     assert not list(out.parent.glob("_tmp_*"))
     before = rows(toy_study)
     assert list(before.unit) == [0, 1]
-    results_dir = toy_study / "results" / "smoke" / "00_toy" / "main"
     stopped = scale.read_scale(results_dir)
     assert stopped["executions"] == 1 and stopped["total_seconds"] > 0 and "seconds" not in stopped
 
@@ -121,21 +124,6 @@ def test_the_cache_records_build_time_and_a_ledger_tells_reused_from_built(tmp_p
 
 
 @pytest.mark.slow
-def test_a_runs_page_counts_the_artifacts_it_took_from_an_earlier_run(toy_study):
-    notebook = toy_study / "notebooks" / "00_toy.py"
-    notebook.write_text(TOY.replace("store = RunStore", "from compstudy import cache\n"
-                                    "cache.cached('toy', {'shots': 1}, [cache], lambda: [1])\nstore = RunStore", 1))
-    (toy_study / "configs" / "smoke" / "00_toy" / "again.yaml").write_text("units: 3\n")
-    runner.run("00_toy", "main", "smoke")  # in its own kernel: builds the artifact
-    runner.run_all("smoke")  # main is unchanged; "again", in a shared kernel, reuses main's artifact
-    results = toy_study / "results" / "smoke" / "00_toy"
-    main, again = scale.read_scale(results / "main"), scale.read_scale(results / "again")
-    assert (main["reused_artifacts"], main["reused_build_seconds"]) == (0, 0.0)
-    assert '"built": true' in (results / "main" / runner.LEDGER_FILE).read_text()  # the own kernel logs too
-    assert again["reused_artifacts"] == 1 and again["reused_build_seconds"] >= 0
-
-
-@pytest.mark.slow
 def test_all_runs_share_one_kernel_but_each_starts_from_an_empty_namespace(toy_study):
     notebook = toy_study / "notebooks" / "00_toy.py"
     notebook.write_text(TOY.replace("# %%\nimport os", "# %%\nassert 'store' not in dir(), "
@@ -145,6 +133,9 @@ def test_all_runs_share_one_kernel_but_each_starts_from_an_empty_namespace(toy_s
     again = pd.read_csv(toy_study / "results" / "smoke" / "00_toy" / "again" / "runs.csv")
     assert len(rows(toy_study)) == 5 and len(again) == 3
     assert set(rows(toy_study).pid) == set(again.pid)  # one kernel process for both runs
+    results = toy_study / "results" / "smoke" / "00_toy"
+    main_time, again_time = scale.read_scale(results / "main"), scale.read_scale(results / "again")
+    assert (main_time["reused_artifacts"], again_time["reused_artifacts"]) == (0, 1)  # main built it
     page = nbformat.read(runner.output_path("00_toy", "again"), 4)
     counts = [c.execution_count for c in page.cells if c.cell_type == "code"]
     assert counts == list(range(1, len(counts) + 1))  # numbered as a fresh kernel would
