@@ -112,7 +112,7 @@ glue("targets_truncated", int((last.query("method == @first").groupby("target").
      display=False)
 glue("targets_count", len(cfg.targets), display=False)
 glue("top_quarter", full_depth // 4, display=False)
-glue("linear_top_share", study.linear_top_share(cfg), display=False)
+glue("linear_top_share", 100 * study.linear_top_share(cfg), display=False)  # per cent
 glue("natural_top_share_clause", study.natural_top_share_text(cfg, results.layers), display=False)
 
 # %% [markdown]

@@ -445,7 +445,7 @@ def test_claims_follow_the_designed_effects(sls_ahead):
     natural = study.top_share(0.6 * (np.arange(1, 13) / 12) ** CLAIM_TARGETS["cifar10"])
     assert study.natural_top_share(cfg, layers) == pytest.approx(natural, abs=0.01)
     assert np.isnan(study.natural_top_share(dataclasses.replace(cfg, natural_targets=[]), layers))
-    assert study.linear_top_share(cfg) == pytest.approx(100 * 3 / 11)  # 12 blocks: 3 of 11 steps
+    assert study.linear_top_share(cfg) == pytest.approx(3 / 11)  # 12 blocks: 3 of 11 steps
     assert study.natural_top_share_text(cfg, layers) == (
         f"the natural target gains {100 * natural:.0f} % there, "
         + ("the opposite of a plateau" if 100 * natural > 100 * 3 / 11 else "a plateau too"))

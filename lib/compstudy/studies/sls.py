@@ -935,21 +935,21 @@ def natural_top_share(cfg: Config, layers: pd.DataFrame) -> float:
 
 
 def linear_top_share(cfg: Config) -> float:
-    """The share of a straight rise (per cent) that falls in the top quarter of the blocks:
-    the yardstick of claim 1.plateau's ``top_share``."""
+    """The share of a straight rise that falls in its top quarter of blocks (as ``top_share``
+    measures a curve): the yardstick of claim 1.plateau."""
     depth = model_depth(cfg.model)
-    return 100 * (depth // 4) / (depth - 1)
+    return (depth // 4) / (depth - 1)
 
 
 def natural_top_share_text(cfg: Config, layers: pd.DataFrame) -> str:
     """The natural targets' :func:`natural_top_share` beside a straight rise's, as a clause of
     the chapter's prose, or that no natural target has a rising silhouette to compare."""
-    share = 100 * natural_top_share(cfg, layers)
+    share = natural_top_share(cfg, layers)
     if np.isnan(share):
         return "no natural target of this run has a rising silhouette to set beside it"
     subject = "target gains" if len(cfg.natural_targets) == 1 else "targets gain"
     verdict = "the opposite of a plateau" if share > linear_top_share(cfg) else "a plateau too"
-    return f"the natural {subject} {share:.0f} % there, {verdict}"
+    return f"the natural {subject} {100 * share:.0f} % there, {verdict}"
 
 
 def test_claims(cfg: Config, layers: pd.DataFrame, depth_table: pd.DataFrame, models_frame: pd.DataFrame,
@@ -974,7 +974,7 @@ def test_claims(cfg: Config, layers: pd.DataFrame, depth_table: pd.DataFrame, mo
             "pooled over targets)", "rise", "silhouette-versus-depth figure"),
             [(c.index.to_numpy(), c.silhouette.to_numpy()) for c in curves.values()]))
         k = full_depth // 4
-        shares = [k / (full_depth - 1) - top_share(curves[t].silhouette.to_numpy()) for t in others if t in curves]
+        shares = [linear_top_share(cfg) - top_share(curves[t].silhouette.to_numpy()) for t in others if t in curves]
         shares = [s for s in shares if math.isfinite(s)]
         out.append(claims.directional(_claim(
             "1.plateau", f"On targets other than the natural ones the silhouette levels off at the "
